@@ -1,0 +1,29 @@
+"""reciprocam: fast, faithful class activation maps for PyTorch vision models."""
+
+from .errors import (
+    ImageError,
+    InputError,
+    LayerError,
+    ModelError,
+    ReciproCAMError,
+    TargetError,
+)
+from .explainer import Explainer, Explanation
+from .layers import TargetLayer
+from .methods import ReciproCAM
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Explainer",
+    "Explanation",
+    "ImageError",
+    "InputError",
+    "LayerError",
+    "ModelError",
+    "ReciproCAM",
+    "ReciproCAMError",
+    "TargetError",
+    "TargetLayer",
+    "__version__",
+]

@@ -1,0 +1,75 @@
+"""How the library runs a user's model: eval mode restored afterwards, inputs checked, logits read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from .errors import InputError, ModelError
+
+
+@contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[None]:
+    """Put every submodule in eval mode for the block, then restore each one's own flag."""
+    flags = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def class_scores(output: object) -> Tensor:
+    """The (batch, classes) logits in a model's output: a tensor, `.logits`, or `["logits"]`."""
+    logits = output
+    if isinstance(output, Mapping) and "logits" in output:
+        logits = output["logits"]
+    elif not isinstance(output, Tensor) and isinstance(getattr(output, "logits", None), Tensor):
+        logits = output.logits  # type: ignore[attr-defined]
+    if not isinstance(logits, Tensor) or logits.ndim != 2:
+        found = tuple(logits.shape) if isinstance(logits, Tensor) else type(output).__name__
+        raise ModelError(
+            f"the model returned {found}; explaining needs class scores of shape (batch, classes)"
+            " (a classifier's logits)"
+        )
+    return logits
+
+
+def check_input(x: object, model: nn.Module) -> Tensor:
+    """Return `x` if it is a finite (B, C, H, W) float tensor on the model's device and dtype."""
+    if not isinstance(x, Tensor):
+        raise InputError(
+            f"the input must be a torch.Tensor of shape (batch, 3, height, width), not {type(x).__name__}"
+        )
+    if x.ndim != 4:
+        hint = "; add a batch dimension with x.unsqueeze(0)" if x.ndim == 3 else ""
+        raise InputError(
+            f"the input must have shape (batch, channels, height, width), got {tuple(x.shape)}{hint}"
+        )
+    if min(x.shape) == 0:
+        raise InputError(f"the input is empty: shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise InputError(
+            f"the input has dtype {x.dtype}; convert it to float and normalise it as the model expects"
+        )
+    reference = next(model.parameters(), None)
+    if reference is None:
+        reference = next(model.buffers(), None)
+    if reference is not None:
+        if reference.device != x.device:
+            raise InputError(
+                f"the input is on {x.device} but the model is on {reference.device};"
+                " move both to the same device"
+            )
+        if reference.is_floating_point() and reference.dtype != x.dtype:
+            raise InputError(
+                f"the input has dtype {x.dtype} but the model's parameters are {reference.dtype};"
+                f" use x.to({reference.dtype})"
+            )
+    if not bool(torch.isfinite(x).all()):
+        raise InputError("the input contains NaN or infinite values")
+    return x

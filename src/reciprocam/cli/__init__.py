@@ -1,0 +1,39 @@
+"""The `reciprocam` command: `explain` photos with a model, or run the offline `demo`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import ReciproCAMError
+from . import demo, explain
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reciprocam",
+        description="Class activation maps for PyTorch vision models (ReciproCAM).",
+        epilog="Run 'reciprocam COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"reciprocam {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    explain.add_parser(commands)
+    demo.add_parser(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code (0 success, 1 failure, 2 bad usage)."""
+    parser = build_parser()
+    arguments = parser.parse_args(argv)
+    try:
+        code: int = arguments.run(arguments)
+    except ReciproCAMError as error:
+        print(f"reciprocam: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("reciprocam: interrupted", file=sys.stderr)
+        return 130
+    return code

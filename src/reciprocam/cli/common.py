@@ -1,0 +1,64 @@
+"""What the commands share: devices, method names, and printing explained photos."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable, Iterator
+
+import torch
+from tqdm import tqdm
+
+from ..errors import InputError
+from ..methods import ReciproCAM
+from ..photos import ExplainedPhoto, SkippedPhoto
+
+METHODS = {"reciprocam": ReciproCAM}
+"""Method names the CLI accepts (lower case) and their explainers."""
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        help="cpu, cuda or cuda:N (default: cuda when available, else cpu)",
+    )
+    parser.add_argument(
+        "--use-cuda", action="store_true", help="the same as --device cuda (pytorch-grad-cam's habit)"
+    )
+
+
+def device_from(arguments: argparse.Namespace) -> torch.device:
+    """The torch device the options ask for, checked to exist."""
+    name = "cuda" if arguments.use_cuda else arguments.device
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device '{name}'; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError("CUDA is not available on this machine; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise InputError(f"there is no {device}; this machine has {torch.cuda.device_count()} GPU(s)")
+    elif device.type != "cpu":
+        raise InputError(f"unsupported device '{name}'; use cpu, cuda or cuda:N")
+    return device
+
+
+def report(
+    results: Iterable[ExplainedPhoto | SkippedPhoto], total: int, *, progress: bool
+) -> Iterator[ExplainedPhoto | SkippedPhoto]:
+    """Print a line per photo (skips to stderr) under a progress bar (on a terminal), passing results on."""
+    with tqdm(total=total, unit="image", disable=None if progress and total > 1 else True, file=sys.stderr) as bar:
+        for result in results:
+            if isinstance(result, SkippedPhoto):
+                bar.write(f"skipped {result.reason}", file=sys.stderr)
+            else:
+                top = ", ".join(f"{p.name} {p.probability:.1%}" for p in result.top)
+                bar.write(
+                    f"{result.path.name}: {top} | map of '{result.target.name}' -> {result.overlay_path}",
+                    file=sys.stdout,
+                )
+            bar.update()
+            yield result

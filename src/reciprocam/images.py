@@ -1,0 +1,97 @@
+"""Reading photos safely: any Pillow format and mode to upright 8-bit RGB, with clear errors."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
+)
+MAX_PIXELS = 89_478_485
+"""Pillow's own decompression-bomb limit (about 89 megapixels); larger images are refused."""
+
+
+def find_images(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand files and folders (searched recursively for image suffixes) into a list of files."""
+    found: list[Path] = []
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            images = sorted(p for p in entry.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
+                raise ImageError(f"{entry}: the folder holds no images ({suffixes})")
+            found.extend(images)
+        elif entry.exists():
+            found.append(entry)
+        else:
+            raise ImageError(f"{entry}: no such file or folder")
+    if not found:
+        raise ImageError("no images given")
+    return found
+
+
+def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Read an image as upright (EXIF-rotated) 8-bit RGB.
+
+    Grayscale, palette, CMYK and 16-bit images are converted; transparent images are
+    composited on white. Raises ImageError for a missing, non-image, truncated or huge file.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns above its limit; the explicit check below turns that into an error.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+                if width * height > max_pixels:
+                    raise ImageError(
+                        f"{path}: {width}x{height} pixels is over the limit of {max_pixels:,}"
+                        " (a guard against decompression bombs); downscale the image first"
+                    )
+                image.load()
+                return _to_rgb(ImageOps.exif_transpose(image))
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageError(f"{path}: is a folder, not an image") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file (Pillow cannot identify it)") from None
+    except Image.DecompressionBombError:
+        raise ImageError(
+            f"{path}: too many pixels (a guard against decompression bombs); downscale the image first"
+        ) from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise ImageError(f"{path}: cannot decode the image, it may be truncated or corrupt ({error})") from None
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode == "RGB":
+        return image
+    if image.mode.startswith("I") or image.mode == "F":
+        return Image.fromarray(_to_8bit(np.asarray(image)), mode="L").convert("RGB")
+    if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _to_8bit(values: np.ndarray) -> np.ndarray:
+    """16-bit (or 32-bit integer / float) grayscale to 8 bits, keeping the full range visible."""
+    floating = values.dtype.kind == "f"
+    values = values.astype(np.float64)
+    peak = values.max(initial=0.0)
+    if floating and peak <= 1.0:
+        values = values * 255.0
+    elif peak > 255.0:
+        values = values / 257.0
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)

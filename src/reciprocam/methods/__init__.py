@@ -1,0 +1,5 @@
+"""Explanation methods, one module each."""
+
+from .reciprocam import ReciproCAM
+
+__all__ = ["ReciproCAM"]

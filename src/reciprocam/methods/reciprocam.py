@@ -1,0 +1,178 @@
+"""ReciproCAM (Byun & Lee, CVPR Workshops 2024): gradient-free CAM by spatial feature masking.
+
+For a target layer output F (C, H, W) and each position k = i*W + j (row-major, K = H*W),
+the masked copy F_k keeps the feature vector F[:, i, j] and zeroes the rest:
+
+    pixel mask:     F_k = F * M_k,           M_k one-hot at (i, j)
+    gaussian mask:  F_k = F[:, i, j] x G_k,  G_k = the 3x3 kernel [[1,2,1],[2,4,2],[1,2,1]]/16
+                                             centred at (i, j), clipped at the borders
+
+The K copies go through the rest of the network g in one batch and the class scores form the
+map: S[c, i, j] = softmax(g(F_k))[c] (or the logit g(F_k)[c]), min-max normalised per class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..explainer import Explainer
+from ..layers import LayerSpec, TargetLayer, resolve_layer, run_tapped
+
+Score = Literal["softmax", "logit"]
+Mask = Literal["pixel", "gaussian"]
+
+_GAUSSIAN_3X3 = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
+# Automatic batch_size: as many masked copies per pass as fit in this many bytes.
+_AUTO_BATCH_BYTES = 256 * 2**20
+
+
+def spatial_masks(height: int, width: int, mask: Mask, like: Tensor) -> Tensor:
+    """(K, 1, H, W) masks, row k for position k = i*W + j: one-hot, or the clipped 3x3 Gaussian."""
+    positions = height * width
+    one_hot = torch.eye(positions, dtype=like.dtype, device=like.device).view(positions, 1, height, width)
+    if mask == "pixel":
+        return one_hot
+    kernel = _GAUSSIAN_3X3.to(like).view(1, 1, 3, 3)
+    return F.conv2d(one_hot, kernel, padding=1)
+
+
+class ReciproCAM(Explainer):
+    """ReciproCAM for CNNs: one forward pass gives the maps of every class.
+
+    Args:
+        model: a classifier returning (B, N) logits.
+        target_layer: a submodule, its dotted name, or None for the last spatial layer that
+            alone determines the prediction (ResNet: `layer4`).
+        score: "softmax" (the paper) or "logit" (what openvino_xai computes).
+        mask: "pixel" (the paper's one-hot mask) or "gaussian" (the 3x3 variant).
+        batch_size: masked copies per pass through the rest of the network; None picks as many
+            as fit in 256 MiB. With fewer than B*K, the layers before the target run again for
+            each extra pass (on one image), so memory stays bounded for any K and B.
+        upsample: True gives (B, H, W) maps at the input size, False at the feature size.
+        fast_path: use the global-average-pooling shortcut where it is exact (see below);
+            False forces the generic path.
+
+    The shortcut: when the rest of the network starts with global average pooling,
+    GAP(F_k) = F[:, i, j] * sum(M_k) / K, so each masked copy is fed as that (C, 1, 1) vector
+    instead of a (C, H, W) map. It is used only when a check on the first call proves the
+    head gives the same output for a map and for its 1x1 mean (on the real features and on
+    random ones), which holds exactly when the head begins with GAP.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: LayerSpec = None,
+        *,
+        score: Score = "softmax",
+        mask: Mask = "pixel",
+        batch_size: int | None = None,
+        upsample: bool = True,
+        fast_path: bool = True,
+    ) -> None:
+        super().__init__(model, target_layer, upsample=upsample)
+        if score not in ("softmax", "logit"):
+            raise ValueError(f"score must be 'softmax' or 'logit', not {score!r}")
+        if mask not in ("pixel", "gaussian"):
+            raise ValueError(f"mask must be 'pixel' or 'gaussian', not {mask!r}")
+        if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer or None, not {batch_size!r}")
+        self.score = score
+        self.mask = mask
+        self.batch_size = batch_size
+        self.fast_path = fast_path
+        self._uses_gap_shortcut = False
+
+    @property
+    def uses_gap_shortcut(self) -> bool:
+        """Whether the resolved layer's head takes the exact global-average-pooling shortcut."""
+        return self._uses_gap_shortcut
+
+    def _resolve(self, image: Tensor) -> TargetLayer:
+        layer = resolve_layer(self.model, self._layer_spec, image)
+        self._uses_gap_shortcut = self.fast_path and self._head_starts_with_gap(image, layer)
+        return layer
+
+    def _head_starts_with_gap(self, image: Tensor, layer: TargetLayer) -> bool:
+        """True if the head maps the real features, and random ones, as it maps their 1x1 means."""
+        noise: Tensor | None = None
+
+        def with_noise(features: Tensor) -> Tensor:
+            nonlocal noise
+            random = torch.randn(features.shape, generator=torch.Generator().manual_seed(0))
+            noise = random.to(features) * features.std().clamp_min(1e-6)
+            return torch.cat([features, noise])
+
+        def as_means(features: Tensor) -> Tensor:
+            assert noise is not None  # drawn by the first run
+            return torch.cat([features, noise]).mean(dim=(2, 3), keepdim=True)
+
+        full = run_tapped(self.model, image, layer, with_noise)
+        try:
+            pooled = run_tapped(self.model, image, layer, as_means)
+        except RuntimeError:
+            return False
+        tolerance = max(1e-4, 16 * torch.finfo(full.dtype).eps)
+        return torch.allclose(pooled, full, rtol=tolerance, atol=tolerance * float(full.abs().max()))
+
+    def _rows_per_pass(self, features: Tensor) -> int:
+        if self.batch_size is not None:
+            return self.batch_size
+        channels, height, width = features.shape[1:]
+        row_bytes = channels * features.element_size() * (1 if self._uses_gap_shortcut else height * width)
+        return max(1, _AUTO_BATCH_BYTES // row_bytes)
+
+    def _class_scores(self, x: Tensor, layer: TargetLayer) -> tuple[Tensor, Tensor]:
+        batch = x.shape[0]
+        captured: list[Tensor] = []
+        masked_rows: Callable[[int, int], Tensor] | None = None
+        rows_per_pass = 0
+
+        def first_pass(features: Tensor) -> Tensor:
+            nonlocal masked_rows, rows_per_pass
+            captured.append(features)
+            masked_rows = self._masked_copies(features)
+            rows_per_pass = self._rows_per_pass(features)
+            total = batch * features.shape[2] * features.shape[3]
+            unmasked = features.mean(dim=(2, 3), keepdim=True) if self._uses_gap_shortcut else features
+            return torch.cat([unmasked, masked_rows(0, min(rows_per_pass, total))])
+
+        output = run_tapped(self.model, x, layer, first_pass)
+        logits, masked_logits = output[:batch], [output[batch:]]
+        assert masked_rows is not None  # set by the tap during the first pass
+        _, _, height, width = captured[0].shape
+        total = batch * height * width
+        for start in range(rows_per_pass, total, rows_per_pass):
+            rows = masked_rows(start, min(start + rows_per_pass, total))
+            # The features are known; one image is enough to run the layers before the target.
+            masked_logits.append(run_tapped(self.model, x[:1], layer, lambda _: rows))
+        masked = torch.cat(masked_logits)
+        masked = masked.to(torch.promote_types(masked.dtype, torch.float32))
+        scores = masked.softmax(dim=1) if self.score == "softmax" else masked
+        classes = scores.shape[1]
+        return logits, scores.view(batch, height * width, classes).transpose(1, 2).reshape(
+            batch, classes, height, width
+        )
+
+    def _masked_copies(self, features: Tensor) -> Callable[[int, int], Tensor]:
+        """A function giving masked copies [start, stop) of the B*K, image-major."""
+        _, channels, height, width = features.shape
+        positions = height * width
+        masks = spatial_masks(height, width, self.mask, features)
+        vectors = features.flatten(2)  # (B, C, K)
+        mass = masks.flatten(1).sum(dim=1) / positions  # GAP(F_k) = F[:, i, j] * sum(M_k) / K
+
+        def rows(start: int, stop: int) -> Tensor:
+            index = torch.arange(start, stop, device=features.device)
+            image, position = index // positions, index % positions
+            centre = vectors[image, :, position]  # (n, C): the feature vector each copy keeps
+            if self._uses_gap_shortcut:
+                return (centre * mass[position, None]).view(-1, channels, 1, 1)
+            return centre.view(-1, channels, 1, 1) * masks[position]
+
+        return rows
