@@ -29,7 +29,11 @@ def masked_copy(features: Tensor, i: int, j: int, mask: str) -> Tensor:
 
 
 def explicit_scores(
-    features: Tensor, head: Callable[[Tensor], Tensor], *, mask: str = "pixel", score: str = "softmax"
+    features: Tensor,
+    head: Callable[[Tensor], Tensor],
+    *,
+    mask: str = "pixel",
+    score: str = "softmax",
 ) -> Tensor:
     """(B, N, H, W) class scores of every masked copy of (B, C, H, W) features."""
     batch, _, height, width = features.shape

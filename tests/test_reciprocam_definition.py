@@ -19,10 +19,14 @@ from reciprocam import ReciproCAM
 @pytest.mark.parametrize("name", ["resnet18", "resnet50"])
 def test_resnet_matches_definition(request, images, name, score, mask):
     model = request.getfixturevalue(name)
-    expected = explicit_scores(resnet_backbone(model, images), resnet_head(model), mask=mask, score=score)
+    expected = explicit_scores(
+        resnet_backbone(model, images), resnet_head(model), mask=mask, score=score
+    )
     explanation = ReciproCAM(model, score=score, mask=mask).explain(images)
     assert explanation.scores.shape == (2, 1000, 5, 5)
-    torch.testing.assert_close(explanation.scores, expected, rtol=0, atol=1e-5 * expected.abs().max().item())
+    torch.testing.assert_close(
+        explanation.scores, expected, rtol=0, atol=1e-5 * expected.abs().max().item()
+    )
     assert_maps_close(explanation, expected)
 
 
@@ -35,7 +39,9 @@ def test_vgg16_matches_definition(vgg16, images, score, mask):
     explanation = cam.explain(images)
     assert str(cam.target_layer) == "features"
     assert not cam.uses_gap_shortcut  # VGG's head is a 7x7 adaptive pool and an MLP
-    torch.testing.assert_close(explanation.scores, expected, rtol=0, atol=1e-5 * expected.abs().max().item())
+    torch.testing.assert_close(
+        explanation.scores, expected, rtol=0, atol=1e-5 * expected.abs().max().item()
+    )
     assert_maps_close(explanation, expected)
 
 
@@ -51,12 +57,16 @@ def test_maps_are_the_target_class_maps_upsampled(resnet18, images):
     explanation = ReciproCAM(resnet18).explain(images, targets=[3, 997])
     low = minmax(explicit_scores(resnet_backbone(resnet18, images), resnet_head(resnet18)))
     chosen = torch.stack([low[0, 3], low[1, 997]])
-    expected = F.interpolate(chosen[:, None], size=(160, 160), mode="bilinear", align_corners=False)[:, 0]
+    expected = F.interpolate(
+        chosen[:, None], size=(160, 160), mode="bilinear", align_corners=False
+    )[:, 0]
     assert explanation.maps.shape == (2, 160, 160)
     torch.testing.assert_close(explanation.maps, expected.clamp(0, 1), rtol=0, atol=1e-5)
     assert explanation.targets.tolist() == [3, 997]
     assert ReciproCAM(resnet18, upsample=False)(images, targets=[3, 997]).shape == (2, 5, 5)
-    torch.testing.assert_close(ReciproCAM(resnet18, upsample=False)(images, [3, 997]), chosen, rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        ReciproCAM(resnet18, upsample=False)(images, [3, 997]), chosen, rtol=0, atol=1e-5
+    )
 
 
 def test_default_target_is_top1_and_logits_are_the_models(resnet50, images):
@@ -76,7 +86,8 @@ def test_gap_shortcut_equals_generic_path(request, images, name):
     for mask in ("pixel", "gaussian"):
         fast.mask = generic.mask = mask
         a, b = fast.explain(images), generic.explain(images)
-        assert fast.uses_gap_shortcut and not generic.uses_gap_shortcut
+        assert fast.uses_gap_shortcut
+        assert not generic.uses_gap_shortcut
         torch.testing.assert_close(a.scores, b.scores, rtol=0, atol=1e-6)
         torch.testing.assert_close(a.maps, b.maps, rtol=0, atol=1e-5)
 
@@ -129,7 +140,9 @@ def test_hand_computed_two_class_case(fast_path):
     assert explanation.scores[0, 0].flatten().tolist() == pytest.approx(sigmoid, abs=1e-6)
     normalised = [(s - sigmoid[0]) / (sigmoid[3] - sigmoid[0]) for s in sigmoid]
     assert explanation.maps[0].flatten().tolist() == pytest.approx(normalised, abs=1e-6)
-    logits = ReciproCAM(_TinyNet(), "conv", score="logit", fast_path=fast_path).explain(x, targets=1)
+    logits = ReciproCAM(_TinyNet(), "conv", score="logit", fast_path=fast_path).explain(
+        x, targets=1
+    )
     assert logits.scores[0, 1].flatten().tolist() == pytest.approx([-0.25, -0.5, -0.75, -1.0])
     assert logits.maps.shape == (1, 2, 2)
     # class 1's logit falls as v grows: the map is 1 at v=1 and 0 at v=4

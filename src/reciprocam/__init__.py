@@ -5,6 +5,7 @@ from .errors import (
     InputError,
     LayerError,
     ModelError,
+    OptionError,
     ReciproCAMError,
     TargetError,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "InputError",
     "LayerError",
     "ModelError",
+    "OptionError",
     "ReciproCAM",
     "ReciproCAMError",
     "TargetError",

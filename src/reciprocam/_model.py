@@ -1,4 +1,4 @@
-"""How the library runs a user's model: eval mode restored afterwards, inputs checked, logits read."""
+"""Running a user's model: eval mode restored afterwards, inputs checked, logits read."""
 
 from __future__ import annotations
 
@@ -43,20 +43,23 @@ def check_input(x: object, model: nn.Module) -> Tensor:
     """Return `x` if it is a finite (B, C, H, W) float tensor on the model's device and dtype."""
     if not isinstance(x, Tensor):
         raise InputError(
-            f"the input must be a torch.Tensor of shape (batch, 3, height, width), not {type(x).__name__}"
+            "the input must be a torch.Tensor of shape (batch, 3, height, width),"
+            f" not {type(x).__name__}"
         )
     if x.ndim != 4:
         hint = "; add a batch dimension with x.unsqueeze(0)" if x.ndim == 3 else ""
         raise InputError(
-            f"the input must have shape (batch, channels, height, width), got {tuple(x.shape)}{hint}"
+            "the input must have shape (batch, channels, height, width),"
+            f" got {tuple(x.shape)}{hint}"
         )
     if min(x.shape) == 0:
         raise InputError(f"the input is empty: shape {tuple(x.shape)}")
     if not x.is_floating_point():
         raise InputError(
-            f"the input has dtype {x.dtype}; convert it to float and normalise it as the model expects"
+            f"the input has dtype {x.dtype}; convert it to float and normalise it as the model"
+            " expects"
         )
-    reference = next(model.parameters(), None)
+    reference: Tensor | None = next(model.parameters(), None)
     if reference is None:
         reference = next(model.buffers(), None)
     if reference is not None:

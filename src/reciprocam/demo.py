@@ -15,7 +15,7 @@ from .photos import ExplainedPhoto, SkippedPhoto, explain_photos
 from .visualize import Panel, save_grid
 from .zoo import load_model
 
-# (distribution, file inside it, title): CC0 photos of scikit-image, labelled ImageNet photos of foolbox.
+# (distribution, file inside it, title): CC0 photos of scikit-image, ImageNet photos of foolbox.
 DEMO_PHOTOS = (
     ("scikit-image", "skimage/data/chelsea.png", "Chelsea the cat"),
     ("scikit-image", "skimage/data/coffee.png", "coffee"),
@@ -38,7 +38,10 @@ def demo_photos() -> list[Path]:
         except importlib.metadata.PackageNotFoundError:
             path = Path(file)
         if not path.is_file():
-            raise ModelError(f"the demo photo {file} is missing; install the demo extra: pip install 'reciprocam[demo]'")
+            raise ModelError(
+                f"the demo photo {file} is missing; install the demo extra:"
+                " pip install 'reciprocam[demo]'"
+            )
         photos.append(path)
     return photos
 
@@ -49,13 +52,17 @@ def run_demo(output: Path, device: torch.device) -> Iterator[ExplainedPhoto | Sk
     loaded.model.to(device)
     explained = []
     with ReciproCAM(loaded.model) as explainer:
-        for result in explain_photos(demo_photos(), loaded, explainer, output, method="reciprocam", device=device):
+        for result in explain_photos(
+            demo_photos(), loaded, explainer, output, method="reciprocam", device=device
+        ):
             if isinstance(result, ExplainedPhoto):
                 explained.append(result)
             yield result
     titles = {Path(file).name: title for _, file, title in DEMO_PHOTOS}
     panels = [
-        Panel(r.photo, r.overlay, titles[r.path.name], f"{r.target.name} ({r.target.probability:.0%})")
+        Panel(
+            r.photo, r.overlay, titles[r.path.name], f"{r.target.name} ({r.target.probability:.0%})"
+        )
         for r in explained
     ]
     heading = "ReciproCAM on ImageNet EfficientNet-Lite0: each photo and the map of its top-1 class"

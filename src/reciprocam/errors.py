@@ -19,6 +19,10 @@ class TargetError(ReciproCAMError, ValueError):
     """A requested class is out of range, or the targets do not match the batch."""
 
 
+class OptionError(ReciproCAMError, ValueError):
+    """An explainer option has a value it does not accept."""
+
+
 class LayerError(ReciproCAMError, ValueError):
     """The target layer is unknown, not spatial, or not the only path to the prediction."""
 

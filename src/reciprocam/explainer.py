@@ -15,6 +15,7 @@ from numbers import Integral
 from types import TracebackType
 from typing import TypeVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -25,7 +26,7 @@ from .layers import LayerSpec, TargetLayer, resolve_layer
 
 _Self = TypeVar("_Self", bound="Explainer")
 
-Targets = int | Sequence[int] | Tensor | None
+Targets = int | Sequence[int] | Tensor | np.ndarray | None
 """Classes to explain: None (each image's top-1), one class for all images, or one per image."""
 
 
@@ -76,11 +77,15 @@ def parse_targets(targets: Targets, batch: int) -> Tensor | None:
     """Check the form of `targets` for a batch; the class range is checked once N is known."""
     if targets is None:
         return None
+    if isinstance(targets, np.ndarray):
+        targets = torch.from_numpy(targets)
     if isinstance(targets, Tensor):
         if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
             raise TargetError(f"targets must be integer class indices, not {targets.dtype}")
         if targets.ndim > 1:
-            raise TargetError(f"targets must be one class or one per image, got shape {tuple(targets.shape)}")
+            raise TargetError(
+                f"targets must be one class or one per image, got shape {tuple(targets.shape)}"
+            )
         values = targets.reshape(-1).tolist()
         scalar = targets.ndim == 0
     elif isinstance(targets, Integral) and not isinstance(targets, bool):
@@ -89,14 +94,17 @@ def parse_targets(targets: Targets, batch: int) -> Tensor | None:
         values, scalar = list(targets), False
     else:
         raise TargetError(
-            f"targets must be None, a class index or one index per image, not {type(targets).__name__}"
+            "targets must be None, a class index or one index per image,"
+            f" not {type(targets).__name__}"
         )
     if any(isinstance(v, bool) or not isinstance(v, Integral) for v in values):
         raise TargetError(f"targets must be integer class indices, got {values!r}")
     if scalar:
         values = values * batch
     elif len(values) != batch:
-        raise TargetError(f"got {len(values)} targets for a batch of {batch} images; give one per image")
+        raise TargetError(
+            f"got {len(values)} targets for a batch of {batch} images; give one per image"
+        )
     return torch.tensor(values, dtype=torch.long)
 
 
@@ -158,7 +166,7 @@ class Explainer(ABC):
         )
 
     def _resolve(self, image: Tensor) -> TargetLayer:
-        """Resolve the target layer on one image; methods may extend this with checks of their own."""
+        """Resolve the target layer on one image; a method may add checks of its own."""
         return resolve_layer(self.model, self._layer_spec, image)
 
     @abstractmethod

@@ -23,7 +23,9 @@ def find_images(paths: Iterable[str | Path]) -> list[Path]:
     found: list[Path] = []
     for entry in map(Path, paths):
         if entry.is_dir():
-            images = sorted(p for p in entry.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            images = sorted(
+                p for p in entry.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            )
             if not images:
                 suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
                 raise ImageError(f"{entry}: the folder holds no images ({suffixes})")
@@ -63,18 +65,23 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ImageError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ImageError(f"{path}: is a folder, not an image") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied; check the file's read permission") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file (Pillow cannot identify it)") from None
     except Image.DecompressionBombError:
         raise ImageError(
-            f"{path}: too many pixels (a guard against decompression bombs); downscale the image first"
+            f"{path}: too many pixels (a guard against decompression bombs);"
+            " downscale the image first"
         ) from None
     except (OSError, SyntaxError, ValueError) as error:
-        raise ImageError(f"{path}: cannot decode the image, it may be truncated or corrupt ({error})") from None
+        raise ImageError(
+            f"{path}: cannot decode the image, it may be truncated or corrupt ({error})"
+        ) from None
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode == "RGB":
+    if image.mode == "RGB" and "transparency" not in image.info:
         return image
     if image.mode.startswith("I") or image.mode == "F":
         return Image.fromarray(_to_8bit(np.asarray(image)), mode="L").convert("RGB")
@@ -86,12 +93,17 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 def _to_8bit(values: np.ndarray) -> np.ndarray:
-    """16-bit (or 32-bit integer / float) grayscale to 8 bits, keeping the full range visible."""
+    """16-bit (or 32-bit integer / float) grayscale to 8 bits, keeping the full range visible.
+
+    16-bit values are always divided by 257 (65535 -> 255), even in a dark image; 32-bit
+    integers only when above 255, and floats in [0, 1] are multiplied by 255.
+    """
     floating = values.dtype.kind == "f"
+    sixteen_bit = values.dtype.kind == "u" and values.dtype.itemsize == 2
     values = values.astype(np.float64)
     peak = values.max(initial=0.0)
     if floating and peak <= 1.0:
         values = values * 255.0
-    elif peak > 255.0:
+    elif sixteen_bit or peak > 255.0:
         values = values / 257.0
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,11 @@ def class_index(value: str | int | None, categories: Sequence[str]) -> int | Non
     if value.lower() in lowered:
         return lowered.index(value.lower())
     close = difflib.get_close_matches(value.lower(), lowered, n=3)
-    hint = f"; did you mean {', '.join(repr(categories[lowered.index(c)]) for c in close)}?" if close else ""
+    hint = (
+        f"; did you mean {', '.join(repr(categories[lowered.index(c)]) for c in close)}?"
+        if close
+        else ""
+    )
     raise TargetError(f"the model has no class named '{value}'{hint}")
 
 
@@ -101,13 +106,16 @@ def explain_photos(
         picture = overlay(photo, explanation.class_maps[0, chosen], colormap=colormap, alpha=alpha)
         overlay_path, map_path = output / f"{stem}.png", output / f"{stem}.npy"
         saliency = explanation.maps[0].float().cpu()
-        write_atomically(overlay_path, lambda p: picture.save(p, format="PNG"))
-        write_atomically(map_path, lambda p: _save_array(p, saliency.numpy()))
+        write_atomically(overlay_path, partial(_save_png, picture))
+        write_atomically(map_path, partial(_save_array, saliency.numpy()))
         yield ExplainedPhoto(
             path=path,
             photo=photo,
             overlay=picture,
-            top=[_prediction(int(i), float(v), loaded.categories) for v, i in zip(values, indices)],
+            top=[
+                _prediction(int(i), float(v), loaded.categories)
+                for v, i in zip(values, indices, strict=True)
+            ],
             target=_prediction(chosen, float(probabilities[chosen]), loaded.categories),
             saliency=saliency,
             overlay_path=overlay_path,
@@ -129,6 +137,10 @@ def _unique_stem(stem: str, used: set[str]) -> str:
     return candidate
 
 
-def _save_array(path: Path, values: np.ndarray) -> None:
+def _save_png(image: Image.Image, path: Path) -> None:
+    image.save(path, format="PNG")
+
+
+def _save_array(values: np.ndarray, path: Path) -> None:
     with path.open("wb") as handle:
         np.save(handle, values.astype(np.float32))

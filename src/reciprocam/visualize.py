@@ -19,11 +19,17 @@ MAX_OVERLAY_SIDE = 800
 """Overlays are drawn at the photo's resolution, scaled down to at most this many pixels a side."""
 
 
-def overlay(image: Image.Image, saliency: Tensor, *, colormap: str = "jet", alpha: float = 0.5) -> Image.Image:
+def overlay(
+    image: Image.Image, saliency: Tensor, *, colormap: str = "jet", alpha: float = 0.5
+) -> Image.Image:
     """Blend a colour-mapped (h, w) map in [0, 1] over `image`, resizing the map bilinearly."""
     scale = min(1.0, MAX_OVERLAY_SIDE / max(image.size))
     size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-    photo = image.convert("RGB").resize(size, Image.Resampling.BICUBIC) if scale < 1 else image.convert("RGB")
+    photo = (
+        image.convert("RGB").resize(size, Image.Resampling.BICUBIC)
+        if scale < 1
+        else image.convert("RGB")
+    )
     resized = F.interpolate(
         saliency.detach().to("cpu", torch.float32)[None, None],
         size=(photo.height, photo.width),

@@ -23,7 +23,9 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
         help="cpu, cuda or cuda:N (default: cuda when available, else cpu)",
     )
     parser.add_argument(
-        "--use-cuda", action="store_true", help="the same as --device cuda (pytorch-grad-cam's habit)"
+        "--use-cuda",
+        action="store_true",
+        help="the same as --device cuda (pytorch-grad-cam's habit)",
     )
 
 
@@ -40,7 +42,9 @@ def device_from(arguments: argparse.Namespace) -> torch.device:
         if not torch.cuda.is_available():
             raise InputError("CUDA is not available on this machine; use --device cpu")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise InputError(f"there is no {device}; this machine has {torch.cuda.device_count()} GPU(s)")
+            raise InputError(
+                f"there is no {device}; this machine has {torch.cuda.device_count()} GPU(s)"
+            )
     elif device.type != "cpu":
         raise InputError(f"unsupported device '{name}'; use cpu, cuda or cuda:N")
     return device
@@ -49,15 +53,18 @@ def device_from(arguments: argparse.Namespace) -> torch.device:
 def report(
     results: Iterable[ExplainedPhoto | SkippedPhoto], total: int, *, progress: bool
 ) -> Iterator[ExplainedPhoto | SkippedPhoto]:
-    """Print a line per photo (skips to stderr) under a progress bar (on a terminal), passing results on."""
-    with tqdm(total=total, unit="image", disable=None if progress and total > 1 else True, file=sys.stderr) as bar:
+    """Print a line per photo (skips to stderr) under a progress bar, passing the results on."""
+    with tqdm(
+        total=total, unit="image", disable=None if progress and total > 1 else True, file=sys.stderr
+    ) as bar:
         for result in results:
             if isinstance(result, SkippedPhoto):
                 bar.write(f"skipped {result.reason}", file=sys.stderr)
             else:
                 top = ", ".join(f"{p.name} {p.probability:.1%}" for p in result.top)
                 bar.write(
-                    f"{result.path.name}: {top} | map of '{result.target.name}' -> {result.overlay_path}",
+                    f"{result.path.name}: {top} | map of '{result.target.name}'"
+                    f" -> {result.overlay_path}",
                     file=sys.stdout,
                 )
             bar.update()

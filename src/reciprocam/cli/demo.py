@@ -20,7 +20,12 @@ def add_parser(commands: Any) -> None:
             f" {GRID_NAME}, a grid of every photo beside its map, into --output."
         ),
     )
-    parser.add_argument("--output", type=Path, default=Path("reciprocam-demo"), help="folder for the results (default: reciprocam-demo)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("reciprocam-demo"),
+        help="folder for the results (default: reciprocam-demo)",
+    )
     add_device_option(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
@@ -29,7 +34,12 @@ def add_parser(commands: Any) -> None:
 def run(arguments: argparse.Namespace) -> int:
     device = device_from(arguments)
     photos = demo_photos()
-    for _ in report(run_demo(arguments.output, device), len(photos), progress=not arguments.no_progress):
+    for _ in report(
+        run_demo(arguments.output, device), len(photos), progress=not arguments.no_progress
+    ):
         pass
-    print(f"wrote {arguments.output / GRID_NAME}: each photo beside the ReciproCAM map of its top-1 class")
+    print(
+        f"wrote {arguments.output / GRID_NAME}: each photo beside the ReciproCAM map of its"
+        " top-1 class"
+    )
     return 0

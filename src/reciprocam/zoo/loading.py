@@ -50,14 +50,17 @@ def load_model(
     state = read_checkpoint(checkpoint) if checkpoint is not None else None
     if name == DEMO_MODEL:
         if weights is not None:
-            raise ModelError(f"{DEMO_MODEL} has its own ImageNet weights; drop --weights")
-        return _load_demo_model(state)
+            raise ModelError(
+                f"{DEMO_MODEL} comes with its own ImageNet weights;"
+                " give no weights (--weights) for it"
+            )
+        return _load_demo_model(state, checkpoint)
     if name not in torchvision.models.list_models(module=torchvision.models):
         close = difflib.get_close_matches(name, model_names(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ModelError(f"unknown model '{name}'{hint} (torchvision classifiers and {DEMO_MODEL})")
     if weights is not None and state is not None:
-        raise ModelError("give either --weights or --checkpoint, not both")
+        raise ModelError("give either weights or a checkpoint (--weights, --checkpoint), not both")
     default = torchvision.models.get_model_weights(name).DEFAULT
     chosen = _torchvision_weights(name, weights) if weights is not None else None
     transform = (chosen or default).transforms()
@@ -75,11 +78,13 @@ def load_model(
         except (OSError, RuntimeError) as error:
             raise ModelError(
                 f"could not download the {chosen} weights of {name} ({error}); without internet,"
-                " use --checkpoint FILE, or no --weights for random weights"
+                " load a state_dict file (--checkpoint FILE), or use random weights (no --weights)"
             ) from None
         return LoadedModel(name, model.eval(), preprocessing, categories, chosen is not None)
-    classes = _checkpoint_classes(torchvision.models.get_model(name), state)
-    model = torchvision.models.get_model(name, num_classes=classes)
+    model = torchvision.models.get_model(name)
+    classes = _checkpoint_classes(model, state)
+    if classes != len(categories):
+        model = torchvision.models.get_model(name, num_classes=classes)
     _load_state(model, state, checkpoint)
     if classes != len(categories):
         categories = tuple(f"class {index}" for index in range(classes))
@@ -89,15 +94,15 @@ def load_model(
 def _torchvision_weights(name: str, weights: str) -> torchvision.models.WeightsEnum:
     options = torchvision.models.get_model_weights(name)
     if weights.upper() == "DEFAULT":
-        return options.DEFAULT  # type: ignore[attr-defined,no-any-return]
-    try:
-        return options[weights]  # type: ignore[no-any-return]
-    except KeyError:
-        valid = ", ".join(["DEFAULT", *options.__members__])
-        raise ModelError(f"{name} has no weights '{weights}'; choose one of {valid}") from None
+        return options.DEFAULT
+    for option in options:
+        if option.name == weights.upper():
+            return option
+    valid = ", ".join(["DEFAULT", *(option.name for option in options)])
+    raise ModelError(f"{name} has no weights '{weights}'; choose one of {valid}")
 
 
-def _load_demo_model(state: Mapping[str, Tensor] | None) -> LoadedModel:
+def _load_demo_model(state: Mapping[str, Tensor] | None, source: object) -> LoadedModel:
     try:
         from .efficientnet_lite import PREPROCESSING, efficientnet_lite0
     except ImportError:
@@ -106,7 +111,7 @@ def _load_demo_model(state: Mapping[str, Tensor] | None) -> LoadedModel:
         ) from None
     model = efficientnet_lite0(pretrained=state is None)
     if state is not None:
-        _load_state(model, state, "checkpoint")
+        _load_state(model, state, source)
     return LoadedModel(DEMO_MODEL, model, PREPROCESSING, IMAGENET_CATEGORIES, True)
 
 
@@ -121,28 +126,44 @@ def read_checkpoint(path: str | Path) -> dict[str, Tensor]:
         raise ModelError(f"{path}: no such checkpoint file")
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise ModelError(
-            f"{path}: the checkpoint holds Python objects, not only tensors; save"
-            " model.state_dict() instead (checkpoints are loaded with weights_only=True)"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+    except pickle.UnpicklingError as error:
+        # A pickled class or function ("Unsupported global"); any other unpickling error
+        # (an unknown opcode, a bad load key) means the file is not a checkpoint at all.
+        if "Unsupported global" in str(error) or "Unsupported class" in str(error):
+            raise ModelError(
+                f"{path}: the checkpoint holds Python objects, not only tensors; save"
+                " model.state_dict() instead (checkpoints are loaded with weights_only=True)"
+            ) from None
+        raise ModelError(_unreadable(path, "not a torch.save file")) from None
+    except Exception as error:  # torch.load raises KeyError, EOFError, RuntimeError... on junk
+        lines = str(error).strip().splitlines()
+        reason = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+        raise ModelError(_unreadable(path, reason)) from None
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(content, Mapping) and isinstance(content.get(key), Mapping):
             content = content[key]
     if not isinstance(content, Mapping) or not all(
         isinstance(k, str) and isinstance(v, Tensor) for k, v in content.items()
     ):
-        raise ModelError(f"{path}: not a state_dict (a mapping of parameter names to tensors)")
+        raise ModelError(
+            f"{path}: not a state_dict (a mapping of parameter names to tensors);"
+            " save model.state_dict()"
+        )
     return {key.removeprefix("module."): value for key, value in content.items()}
 
 
+def _unreadable(path: Path, reason: str) -> str:
+    return (
+        f"{path}: not a readable PyTorch checkpoint ({reason}); give a file written by"
+        " torch.save(model.state_dict(), path)"
+    )
+
+
 def _checkpoint_classes(model: nn.Module, state: Mapping[str, Tensor]) -> int:
-    """The checkpoint's class count: the rows of the classifier's weight (the last one of 2+ dims)."""
+    """The checkpoint's class count: the rows of the classifier's weight (the last 2+-dim one)."""
     own = model.state_dict()
-    classifier = [key for key, value in own.items() if key.endswith("weight") and value.ndim >= 2][-1]
+    weights = [key for key, value in own.items() if key.endswith("weight") and value.ndim >= 2]
+    classifier = weights[-1]
     return int(state.get(classifier, own[classifier]).shape[0])
 
 
@@ -151,4 +172,7 @@ def _load_state(model: nn.Module, state: Mapping[str, Tensor], source: object) -
         model.load_state_dict(state)
     except RuntimeError as error:
         details = str(error).replace("\n", " ").replace("\t", "")
-        raise ModelError(f"{source}: does not fit the {type(model).__name__} architecture: {details[:300]}") from None
+        raise ModelError(
+            f"{source}: does not fit the {type(model).__name__} architecture (name the model it"
+            f" was saved from): {details[:300]}"
+        ) from None

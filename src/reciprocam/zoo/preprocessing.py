@@ -35,8 +35,8 @@ class Preprocessing:
         scale_x = resized.width / image.width
         scale_y = resized.height / image.height
         # torchvision's centre crop offsets: round((size - crop) / 2)
-        left = int(round((resized.width - self.crop) / 2.0))
-        top = int(round((resized.height - self.crop) / 2.0))
+        left = round((resized.width - self.crop) / 2.0)
+        top = round((resized.height - self.crop) / 2.0)
         box = (
             max(0.0, left / scale_x),
             max(0.0, top / scale_y),

@@ -1,0 +1,261 @@
+"""The `reciprocam explain` command: files written, values, messages and exit codes."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from helpers import build
+from PIL import Image
+
+from reciprocam import ReciproCAM
+from reciprocam.cli import main
+from reciprocam.images import load_image
+from reciprocam.zoo import load_model
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Three small random photos of different sizes, a checkpoint, and a folder of outputs."""
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for name, size in (
+        ("first.jpg", (120, 90)),
+        ("second.png", (90, 130)),
+        ("third.jpg", (100, 100)),
+    ):
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(
+            folder / name
+        )
+    torch.save(build("resnet18").state_dict(), folder / "resnet18.pt")
+    return folder
+
+
+def run(capsys, *arguments):
+    code = main([str(a) for a in arguments])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def model_args(photos):
+    return ["--model", "resnet18", "--checkpoint", photos / "resnet18.pt", "--device", "cpu"]
+
+
+def test_explain_writes_an_overlay_and_the_map_of_each_image(photos, tmp_path, capsys):
+    code, out, err = run(
+        capsys,
+        "explain",
+        photos / "first.jpg",
+        photos / "second.png",
+        "--image-path",
+        photos / "third.jpg",
+        "--output",
+        tmp_path,
+        *model_args(photos),
+    )
+    assert code == 0, err
+    assert "explained 3 of 3 images with reciprocam on layer 'layer4'" in out
+    loaded = load_model("resnet18", checkpoint=photos / "resnet18.pt")
+    cam = ReciproCAM(loaded.model)
+    for name in ("first", "second", "third"):
+        saved = np.load(tmp_path / f"{name}_reciprocam.npy")
+        source = next(photos.glob(f"{name}.*"))
+        tensor, _ = loaded.preprocessing(load_image(source))
+        explanation = cam.explain(tensor[None])
+        assert saved.shape == (224, 224)
+        assert saved.dtype == np.float32
+        np.testing.assert_allclose(saved, explanation.maps[0].numpy(), atol=1e-6)
+        top = explanation.probabilities[0].topk(5)
+        names = [loaded.categories[i] for i in top.indices]
+        line = next(line for line in out.splitlines() if line.startswith(source.name))
+        assert line.startswith(f"{source.name}: {names[0]} {top.values[0]:.1%}, {names[1]}")
+        assert f"map of '{names[0]}'" in line
+        with Image.open(tmp_path / f"{name}_reciprocam.png") as overlay:
+            assert overlay.format == "PNG"
+            assert overlay.mode == "RGB"
+            # the centre crop (224/256 of the shorter side), at the photo's resolution
+            side = min(Image.open(source).size) * 224 / 256
+            assert abs(overlay.width - side) <= 1
+            assert abs(overlay.height - side) <= 1
+
+
+def test_a_folder_and_a_class_by_name(photos, tmp_path, capsys):
+    code, out, _ = run(
+        capsys, "explain", photos, "--class", "Tabby", "--output", tmp_path, *model_args(photos)
+    )
+    assert code == 0
+    assert out.count("map of 'tabby'") == 3
+    assert sorted(p.name for p in tmp_path.glob("*.npy")) == [
+        "first_reciprocam.npy",
+        "second_reciprocam.npy",
+        "third_reciprocam.npy",
+    ]
+
+
+def test_a_bad_file_is_skipped_and_the_others_are_written(photos, tmp_path, capsys):
+    broken = tmp_path / "inputs"
+    broken.mkdir()
+    (broken / "notes.jpg").write_text("not a photo")
+    code, out, err = run(
+        capsys,
+        "explain",
+        photos / "first.jpg",
+        broken / "notes.jpg",
+        photos / "third.jpg",
+        "--output",
+        tmp_path / "out",
+        *model_args(photos),
+    )
+    assert code == 1
+    assert "skipped " in err
+    assert "notes.jpg: not an image file" in err
+    assert "explained 2 of 3 images" in out
+    assert "1 skipped" in out
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == [
+        "first_reciprocam.png",
+        "third_reciprocam.png",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["explain", "missing.jpg"], r"missing.jpg: no such file or folder"),
+        (
+            ["explain", "{photos}/first.jpg", "--model", "resnet19"],
+            r"unknown model 'resnet19'; did you mean resnet18",
+        ),
+        (
+            ["explain", "{photos}/first.jpg", "--model", "resnet18", "--target-layer", "layer5"],
+            r"no layer named 'layer5'; did you mean 'layer4'",
+        ),
+        (
+            ["explain", "{photos}/first.jpg", "--model", "resnet18", "--target-layer", "fc"],
+            r"layer 'fc' outputs a tensor of shape \(1, 1000\)",
+        ),
+        (
+            ["explain", "{photos}/first.jpg", "--model", "resnet18", "--class", "1000"],
+            r"class 1000 is out of range: the model has 1000 classes",
+        ),
+        (
+            ["explain", "{photos}/first.jpg", "--model", "resnet18", "--class", "tabbby"],
+            r"no class named 'tabbby'; did you mean 'tabby'",
+        ),
+        (
+            ["explain", "{photos}/first.jpg", "--model", "resnet18", "--checkpoint", "none.pt"],
+            r"none.pt: no such checkpoint file",
+        ),
+        (
+            ["explain", "{photos}/first.jpg", "--model", "resnet18", "--weights", "IMAGENET9"],
+            r"resnet18 has no weights 'IMAGENET9'; choose one of DEFAULT, IMAGENET1K_V1",
+        ),
+        (
+            ["explain", "{photos}/first.jpg", "--model", "resnet18", "--device", "tpu"],
+            r"unknown device 'tpu'|unsupported device 'tpu'",
+        ),
+    ],
+)
+def test_user_mistakes_give_one_line_and_exit_code_1(photos, tmp_path, capsys, arguments, message):
+    arguments = [a.format(photos=photos) for a in arguments] + ["--output", str(tmp_path)]
+    code, _, err = run(capsys, *arguments)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert lines[-1].startswith("reciprocam: error: ")
+    assert re.search(message, lines[-1]), lines[-1]
+    assert "Traceback" not in err
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_cuda_device(photos, tmp_path, capsys):
+    code, out, err = run(
+        capsys,
+        "explain",
+        photos / "first.jpg",
+        "--use-cuda",
+        "--output",
+        tmp_path,
+        *model_args(photos)[:4],
+    )
+    if torch.cuda.is_available():
+        assert code == 0
+        assert "explained 1 of 1 images" in out
+    else:
+        assert code == 1
+        assert (
+            err.strip()
+            == "reciprocam: error: CUDA is not available on this machine; use --device cpu"
+        )
+
+
+def test_random_weights_are_announced(photos, tmp_path, capsys):
+    code, _, err = run(
+        capsys, "explain", photos / "first.jpg", "--model", "resnet18", "--output", tmp_path
+    )
+    assert code == 0
+    assert "note: resnet18 has random weights; pass --weights DEFAULT" in err
+
+
+def test_usage_errors_exit_with_2(capsys):
+    assert run(capsys, "explain")[0] == 2
+    with pytest.raises(SystemExit) as raised:
+        main(["explain", "x.jpg", "--method", "nomethod"])
+    assert raised.value.code == 2
+    assert "invalid choice: 'nomethod'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as raised:
+        main(["explain", "x.jpg", "--batch-size", "0"])
+    assert raised.value.code == 2
+
+
+def test_method_names_are_case_insensitive(photos, tmp_path, capsys):
+    code, _, _ = run(
+        capsys,
+        "explain",
+        photos / "third.jpg",
+        "--method",
+        "ReciproCAM",
+        "--output",
+        tmp_path,
+        *model_args(photos),
+    )
+    assert code == 0
+    assert (tmp_path / "third_reciprocam.png").is_file()
+
+
+def test_python_dash_m_and_help_list_every_option():
+    result = subprocess.run(
+        [sys.executable, "-m", "reciprocam", "explain", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    for option in (
+        "--image-path",
+        "--model",
+        "--weights",
+        "--checkpoint",
+        "--method",
+        "--target-layer",
+        "--class",
+        "--output",
+        "--device",
+        "--use-cuda",
+        "--score",
+        "--mask",
+        "--batch-size",
+        "--top",
+        "--colormap",
+        "--alpha",
+        "--no-progress",
+    ):
+        assert option in result.stdout
+    top = subprocess.run(
+        [sys.executable, "-m", "reciprocam", "--help"], capture_output=True, text=True, check=False
+    )
+    assert top.returncode == 0
+    assert "explain" in top.stdout
+    assert "demo" in top.stdout
