@@ -45,7 +45,7 @@ def main() -> None:
             "inference": inference,
             "reciprocam": lambda x=x, cam=reciprocam: cam(x),
             "reciprocam (generic path)": lambda x=x, cam=generic: cam(x),
-            "pytorch-grad-cam GradCAM": lambda x=x, cam=gradcam: cam(x),
+            "pytorch-grad-cam GradCAM": lambda x=x, cam=gradcam: cam(x, targets=None),
         }
         seconds = time_interleaved(runs, arguments.repeats)
         for name, value in seconds.items():

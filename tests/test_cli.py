@@ -259,3 +259,12 @@ def test_python_dash_m_and_help_list_every_option():
     assert top.returncode == 0
     assert "explain" in top.stdout
     assert "demo" in top.stdout
+
+
+def test_a_folder_without_images(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("no photos here")
+    code, _, err = run(capsys, "explain", tmp_path / "empty", "--model", "resnet18")
+    assert code == 1
+    assert err.strip().startswith("reciprocam: error: ")
+    assert "empty: the folder holds no images (.bmp, .gif, .jpeg, .jpg" in err
