@@ -76,3 +76,18 @@ def check_input(x: object, model: nn.Module) -> Tensor:
     if not bool(torch.isfinite(x).all()):
         raise InputError("the input contains NaN or infinite values")
     return x
+
+
+# Seed of the probes' random inputs: unlike any real image (and unlike tests' seed-0 inputs).
+_PROBE_SEED = 0x5EED
+
+
+def probe_noise(like: Tensor) -> Tensor:
+    """A seeded standard-normal tensor with the shape, dtype and device of `like`."""
+    return torch.randn(like.shape, generator=torch.Generator().manual_seed(_PROBE_SEED)).to(like)
+
+
+def same_output(a: Tensor, b: Tensor) -> bool:
+    """Whether two model outputs agree up to float rounding of differently batched passes."""
+    tolerance = max(1e-4, 16 * torch.finfo(b.dtype).eps)
+    return torch.allclose(a, b, rtol=tolerance, atol=tolerance * float(b.abs().max()) + 1e-12)

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._model import probe_noise, same_output
 from ..errors import OptionError
 from ..explainer import Explainer
 from ..layers import LayerSpec, TargetLayer, resolve_layer, run_tapped
@@ -28,7 +29,6 @@ Score = Literal["softmax", "logit"]
 Mask = Literal["pixel", "gaussian"]
 
 _GAUSSIAN_3X3 = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
-_NOISE_SEED = 0x5EED
 # Automatic batch_size: as many masked copies per pass as fit in this many bytes.
 _AUTO_BATCH_BYTES = 256 * 2**20
 
@@ -110,10 +110,7 @@ class ReciproCAM(Explainer):
 
         def with_noise(features: Tensor) -> Tensor:
             nonlocal noise
-            random = torch.randn(
-                features.shape, generator=torch.Generator().manual_seed(_NOISE_SEED)
-            )
-            noise = random.to(features) * features.std().clamp_min(1e-6)
+            noise = probe_noise(features) * features.std().clamp_min(1e-6)
             return torch.cat([features, noise])
 
         def as_means(features: Tensor) -> Tensor:
@@ -125,71 +122,66 @@ class ReciproCAM(Explainer):
             pooled = run_tapped(self.model, image, layer, as_means)
         except (RuntimeError, ValueError, IndexError):
             return False
-        tolerance = max(1e-4, 16 * torch.finfo(full.dtype).eps)
-        return torch.allclose(
-            pooled, full, rtol=tolerance, atol=tolerance * float(full.abs().max())
-        )
-
-    def _rows_per_pass(self, features: Tensor) -> int:
-        if self.batch_size is not None:
-            return self.batch_size
-        channels, height, width = features.shape[1:]
-        row_bytes = (
-            channels * features.element_size() * (1 if self._uses_gap_shortcut else height * width)
-        )
-        return max(1, _AUTO_BATCH_BYTES // row_bytes)
+        return same_output(pooled, full)
 
     def _class_scores(self, x: Tensor, layer: TargetLayer) -> tuple[Tensor, Tensor]:
         batch = x.shape[0]
-        captured: list[Tensor] = []
-        masked_rows: Callable[[int, int], Tensor] | None = None
-        rows_per_pass = 0
+        copies: _MaskedCopies | None = None
 
         def first_pass(features: Tensor) -> Tensor:
-            nonlocal masked_rows, rows_per_pass
-            captured.append(features)
-            masked_rows = self._masked_copies(features)
-            rows_per_pass = self._rows_per_pass(features)
-            total = batch * features.shape[2] * features.shape[3]
-            unmasked = (
-                features.mean(dim=(2, 3), keepdim=True) if self._uses_gap_shortcut else features
-            )
-            return torch.cat([unmasked, masked_rows(0, min(rows_per_pass, total))])
+            nonlocal copies
+            copies = _MaskedCopies(features, self.mask, self._uses_gap_shortcut, self.batch_size)
+            unmasked = features.mean(dim=(2, 3), keepdim=True) if copies.pooled else features
+            return torch.cat([unmasked, copies.chunk(0)])
 
         output = run_tapped(self.model, x, layer, first_pass)
+        assert copies is not None  # made by the tap during the first pass
         logits, masked_logits = output[:batch], [output[batch:]]
-        assert masked_rows is not None  # set by the tap during the first pass
-        _, _, height, width = captured[0].shape
-        total = batch * height * width
-        for start in range(rows_per_pass, total, rows_per_pass):
-            rows = masked_rows(start, min(start + rows_per_pass, total))
+        for index in range(1, copies.chunks):
             # The features are known; one image is enough to run the layers before the target.
-            masked_logits.append(run_tapped(self.model, x[:1], layer, _replace_with(rows)))
+            masked_logits.append(
+                run_tapped(self.model, x[:1], layer, _replace_with(copies.chunk(index)))
+            )
         masked = torch.cat(masked_logits)
         masked = masked.to(torch.promote_types(masked.dtype, torch.float32))
         scores = masked.softmax(dim=1) if self.score == "softmax" else masked
+        height, width = copies.size
         classes = scores.shape[1]
-        return logits, scores.view(batch, height * width, classes).transpose(1, 2).reshape(
-            batch, classes, height, width
+        by_position = scores.view(batch, height * width, classes).transpose(1, 2)
+        return logits, by_position.reshape(batch, classes, height, width)
+
+
+class _MaskedCopies:
+    """The B*K masked copies of (B, C, H, W) features, image-major, made a chunk at a time.
+
+    Copy r = b*K + k keeps image b's feature vector at position k: as a (C, H, W) map, or, when
+    `pooled` (the GAP shortcut), as the (C, 1, 1) vector GAP would make of that map.
+    """
+
+    def __init__(self, features: Tensor, mask: Mask, pooled: bool, chunk_size: int | None) -> None:
+        batch, channels, height, width = features.shape
+        self.size = (height, width)
+        self.pooled = pooled
+        self._positions = height * width
+        self._vectors = features.flatten(2)  # (B, C, K)
+        self._masks = spatial_masks(height, width, mask, features)
+        self._mass = self._masks.flatten(1).sum(dim=1) / self._positions  # sum(M_k) / K
+        self.total = batch * self._positions
+        row_bytes = channels * features.element_size() * (1 if pooled else self._positions)
+        self.chunk_size = chunk_size or max(1, _AUTO_BATCH_BYTES // row_bytes)
+        self.chunks = -(-self.total // self.chunk_size)
+
+    def chunk(self, index: int) -> Tensor:
+        """Copies [index * chunk_size, (index + 1) * chunk_size) as one batch."""
+        start = index * self.chunk_size
+        rows = torch.arange(
+            start, min(start + self.chunk_size, self.total), device=self._vectors.device
         )
-
-    def _masked_copies(self, features: Tensor) -> Callable[[int, int], Tensor]:
-        """A function giving masked copies [start, stop) of the B*K, image-major."""
-        _, channels, height, width = features.shape
-        positions = height * width
-        masks = spatial_masks(height, width, self.mask, features)
-        vectors = features.flatten(2)  # (B, C, K)
-        mass = masks.flatten(1).sum(dim=1) / positions  # GAP(F_k) = F[:, i, j] * sum(M_k) / K
-
-        def rows(start: int, stop: int) -> Tensor:
-            index = torch.arange(start, stop, device=features.device)
-            image, position = index // positions, index % positions
-            centre = vectors[image, :, position]  # (n, C): the feature vector each copy keeps
-            if self._uses_gap_shortcut:
-                return (centre * mass[position, None]).view(-1, channels, 1, 1)
-            return centre.view(-1, channels, 1, 1) * masks[position]
-
-        return rows
+        image, position = rows // self._positions, rows % self._positions
+        centre = self._vectors[image, :, position]  # (n, C): the vector each copy keeps
+        if self.pooled:
+            return (centre * self._mass[position, None])[:, :, None, None]
+        return centre[:, :, None, None] * self._masks[position]
 
 
 def _replace_with(rows: Tensor) -> Callable[[Tensor], Tensor]:
