@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.metadata
+import sys
+
 import numpy as np
+import pytest
 from PIL import Image
 
+from reciprocam import ModelError
 from reciprocam.cli import main
+from reciprocam.zoo import load_model
 
 
 def top1(out: str, photo: str) -> str:
@@ -31,3 +37,24 @@ def test_demo(tmp_path, capsys):
         row, column = np.unravel_index(saliency.argmax(), saliency.shape)
         assert 45 <= row < 180
         assert 45 <= column < 180
+
+
+def test_demo_photos_without_the_demo_extra(monkeypatch, tmp_path, capsys):
+    def missing(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", missing)
+    assert main(["demo", "--output", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        "reciprocam: error: the demo photo skimage/data/chelsea.png is missing; install the demo"
+        " extra: pip install 'reciprocam[demo]'"
+    )
+
+
+def test_demo_model_without_the_demo_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "reciprocam.zoo.efficientnet_lite", None)  # import fails
+    with pytest.raises(ModelError) as raised:
+        load_model()
+    assert str(raised.value) == (
+        "the efficientnet_lite0 demo model needs the demo extra: pip install 'reciprocam[demo]'"
+    )
