@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import pytest
 import torch
 import torchvision
 from torch import nn
+
+from reciprocam import ReciproCAMError
 
 
 def seeded(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
@@ -16,3 +21,16 @@ def build(name: str, seed: int = 0, **kwargs: object) -> nn.Module:
     """A torchvision model with random weights from `seed`, in eval mode."""
     torch.manual_seed(seed)
     return torchvision.models.get_model(name, weights=None, **kwargs).eval()
+
+
+def error_message(
+    error: type[ReciproCAMError], call: Callable[..., object], *args, **kwargs
+) -> str:
+    """The one-line message of the `error` (exactly that type) that `call(*args)` raises."""
+    with pytest.raises(error) as caught:
+        call(*args, **kwargs)
+    assert type(caught.value) is error
+    assert isinstance(caught.value, ReciproCAMError)
+    message = str(caught.value)
+    assert "\n" not in message
+    return message

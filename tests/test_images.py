@@ -8,11 +8,11 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from helpers import error_message
 from PIL import Image
 from torchvision.models import ResNet50_Weights
 from torchvision.transforms import InterpolationMode
 
-import reciprocam
 from reciprocam.errors import ImageError
 from reciprocam.images import MAX_PIXELS, find_images, load_image
 from reciprocam.zoo import Preprocessing
@@ -21,14 +21,7 @@ EXIF_ORIENTATION = 0x0112
 
 
 def image_error(call, *args, **kwargs) -> str:
-    """The message of the ImageError that `call` raises; it must be exactly that type, one line."""
-    with pytest.raises(ImageError) as caught:
-        call(*args, **kwargs)
-    assert type(caught.value) is ImageError
-    assert isinstance(caught.value, reciprocam.ReciproCAMError)
-    message = str(caught.value)
-    assert "\n" not in message
-    return message
+    return error_message(ImageError, call, *args, **kwargs)
 
 
 def pixels(image: Image.Image) -> np.ndarray:

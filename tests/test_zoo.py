@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from helpers import build, seeded
+from helpers import build, error_message, seeded
 from PIL import Image
 from torchvision.models import ResNet18_Weights, ResNet50_Weights
 from torchvision.transforms import InterpolationMode
 
-import reciprocam
 from reciprocam.errors import ModelError
 from reciprocam.zoo import (
     DEMO_MODEL,
@@ -24,14 +23,7 @@ from reciprocam.zoo import (
 
 
 def model_error(call, *args, **kwargs) -> str:
-    """The message of the ModelError that `call` raises; it must be exactly that type, one line."""
-    with pytest.raises(ModelError) as caught:
-        call(*args, **kwargs)
-    assert type(caught.value) is ModelError
-    assert isinstance(caught.value, reciprocam.ReciproCAMError)
-    message = str(caught.value)
-    assert "\n" not in message
-    return message
+    return error_message(ModelError, call, *args, **kwargs)
 
 
 def assert_same_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -17,7 +18,14 @@ METHODS = {"reciprocam": ReciproCAM}
 """Method names the CLI accepts (lower case) and their explainers."""
 
 
-def add_device_option(parser: argparse.ArgumentParser) -> None:
+def add_run_options(parser: argparse.ArgumentParser, output: str) -> None:
+    """--output (defaulting to `output`), --device, --use-cuda and --no-progress."""
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=Path(output),
+        help=f"folder for the results (default: {output})",
+    )
     parser.add_argument(
         "--device",
         help="cpu, cuda or cuda:N (default: cuda when available, else cpu)",
@@ -27,6 +35,7 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="the same as --device cuda (pytorch-grad-cam's habit)",
     )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def device_from(arguments: argparse.Namespace) -> torch.device:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 from ..demo import GRID_NAME, demo_photos, run_demo
-from .common import add_device_option, device_from, report
+from .common import add_run_options, device_from, report
 
 
 def add_parser(commands: Any) -> None:
@@ -20,14 +19,7 @@ def add_parser(commands: Any) -> None:
             f" {GRID_NAME}, a grid of every photo beside its map, into --output."
         ),
     )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=Path("reciprocam-demo"),
-        help="folder for the results (default: reciprocam-demo)",
-    )
-    add_device_option(parser)
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_options(parser, output="reciprocam-demo")
     parser.set_defaults(run=run)
 
 

@@ -12,7 +12,7 @@ import matplotlib
 from ..images import find_images
 from ..photos import SkippedPhoto, class_index, explain_photos
 from ..zoo import DEMO_MODEL, load_model
-from .common import METHODS, add_device_option, device_from, report
+from .common import METHODS, add_run_options, device_from, report
 
 
 def _positive(text: str) -> int:
@@ -92,13 +92,7 @@ def add_parser(commands: Any) -> None:
         dest="target_class",
         help="the class to explain, as an index or a name (default: each image's top-1 prediction)",
     )
-    parser.add_argument(
-        "--output",
-        type=Path,
-        default=Path("reciprocam-output"),
-        help="folder for the results (default: reciprocam-output)",
-    )
-    add_device_option(parser)
+    add_run_options(parser, output="reciprocam-output")
     parser.add_argument(
         "--score",
         choices=("softmax", "logit"),
@@ -131,7 +125,6 @@ def add_parser(commands: Any) -> None:
         default=0.5,
         help="opacity of the heatmap over the photo (default: 0.5)",
     )
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
 
 
