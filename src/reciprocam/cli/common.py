@@ -23,11 +23,13 @@ def add_run_options(parser: argparse.ArgumentParser, output: str) -> None:
     parser.add_argument(
         "--output",
         type=Path,
+        metavar="DIR",
         default=Path(output),
         help=f"folder for the results (default: {output})",
     )
     parser.add_argument(
         "--device",
+        metavar="DEVICE",
         help="cpu, cuda or cuda:N (default: cuda when available, else cpu)",
     )
     parser.add_argument(

@@ -61,16 +61,19 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument(
         "--model",
+        metavar="NAME",
         help=f"a torchvision classifier name (resnet50, vgg16, ...) or {DEMO_MODEL}"
         f" (the default: real ImageNet weights that install with reciprocam[demo])",
     )
     parser.add_argument(
         "--weights",
+        metavar="NAME",
         help="torchvision weights to download, e.g. DEFAULT or IMAGENET1K_V2"
         " (without it and without --checkpoint, a torchvision model has random weights)",
     )
     parser.add_argument(
         "--checkpoint",
+        metavar="FILE",
         type=Path,
         help="a state_dict file for the --model architecture"
         " (loaded with weights_only=True; the class count is read from it)",
@@ -84,11 +87,13 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument(
         "--target-layer",
+        metavar="LAYER",
         help="the layer to explain, by its dotted name (default: automatic,"
         " the last spatial layer that alone determines the prediction, e.g. layer4)",
     )
     parser.add_argument(
         "--class",
+        metavar="CLASS",
         dest="target_class",
         help="the class to explain, as an index or a name (default: each image's top-1 prediction)",
     )
@@ -107,20 +112,27 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument(
         "--batch-size",
+        metavar="N",
         type=_positive,
         help="masked copies per forward pass (default: as many as fit in 256 MiB)",
     )
     parser.add_argument(
-        "--top", type=_positive, default=5, help="how many top classes to print (default: 5)"
+        "--top",
+        type=_positive,
+        default=5,
+        metavar="K",
+        help="how many top classes to print (default: 5)",
     )
     parser.add_argument(
         "--colormap",
+        metavar="NAME",
         type=_colormap,
         default="jet",
         help="matplotlib colormap of the overlay (default: jet)",
     )
     parser.add_argument(
         "--alpha",
+        metavar="A",
         type=_fraction,
         default=0.5,
         help="opacity of the heatmap over the photo (default: 0.5)",
