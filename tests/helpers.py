@@ -34,3 +34,41 @@ def error_message(
     message = str(caught.value)
     assert "\n" not in message
     return message
+
+
+def hook_counts(model: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {
+        name: (
+            len(module._forward_hooks),
+            len(module._forward_pre_hooks),
+            len(module._backward_hooks),
+            len(module._backward_pre_hooks),
+        )
+        for name, module in model.named_modules()
+    }
+
+
+def snapshot(model: nn.Module) -> dict[str, object]:
+    return {
+        "state": {name: value.clone() for name, value in model.state_dict(keep_vars=True).items()},
+        "training": {name: module.training for name, module in model.named_modules()},
+        "grad": {
+            n: None if p.grad is None else p.grad.clone() for n, p in model.named_parameters()
+        },
+        "requires_grad": {name: p.requires_grad for name, p in model.named_parameters()},
+        "hooks": hook_counts(model),
+    }
+
+
+def assert_unchanged(model: nn.Module, before: dict[str, object]) -> None:
+    after = snapshot(model)
+    for name, value in before["state"].items():
+        assert torch.equal(after["state"][name], value), name
+    assert after["training"] == before["training"]
+    assert after["requires_grad"] == before["requires_grad"]
+    assert after["hooks"] == before["hooks"]
+    for name, grad in before["grad"].items():
+        if grad is None:
+            assert after["grad"][name] is None, name
+        else:
+            assert torch.equal(after["grad"][name], grad), name

@@ -11,7 +11,7 @@ from .errors import (
 )
 from .explainer import Explainer, Explanation
 from .layers import TargetLayer
-from .methods import ReciproCAM
+from .methods import ReciproCAM, ViTReciproCAM
 
 __version__ = "0.1.0"
 
@@ -27,5 +27,6 @@ __all__ = [
     "ReciproCAMError",
     "TargetError",
     "TargetLayer",
+    "ViTReciproCAM",
     "__version__",
 ]

@@ -80,14 +80,9 @@ class ReciproCAM(Explainer):
         fast_path: bool = True,
     ) -> None:
         super().__init__(model, target_layer, upsample=upsample)
-        if score not in ("softmax", "logit"):
-            raise OptionError(f"score must be 'softmax' or 'logit', not {score!r}")
+        check_options(score=score, batch_size=batch_size)
         if mask not in ("pixel", "gaussian"):
             raise OptionError(f"mask must be 'pixel' or 'gaussian', not {mask!r}")
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-        ):
-            raise OptionError(f"batch_size must be a positive integer or None, not {batch_size!r}")
         self.score = score
         self.mask = mask
         self.batch_size = batch_size
@@ -142,13 +137,7 @@ class ReciproCAM(Explainer):
             masked_logits.append(
                 run_tapped(self.model, x[:1], layer, _replace_with(copies.chunk(index)))
             )
-        masked = torch.cat(masked_logits)
-        masked = masked.to(torch.promote_types(masked.dtype, torch.float32))
-        scores = masked.softmax(dim=1) if self.score == "softmax" else masked
-        height, width = copies.size
-        classes = scores.shape[1]
-        by_position = scores.view(batch, height * width, classes).transpose(1, 2)
-        return logits, by_position.reshape(batch, classes, height, width)
+        return logits, score_maps(torch.cat(masked_logits), self.score, batch, copies.size)
 
 
 class _MaskedCopies:
@@ -168,7 +157,7 @@ class _MaskedCopies:
         self._mass = self._masks.flatten(1).sum(dim=1) / self._positions  # sum(M_k) / K
         self.total = batch * self._positions
         row_bytes = channels * features.element_size() * (1 if pooled else self._positions)
-        self.chunk_size = chunk_size or max(1, _AUTO_BATCH_BYTES // row_bytes)
+        self.chunk_size = rows_per_pass(chunk_size, row_bytes)
         self.chunks = -(-self.total // self.chunk_size)
 
     def chunk(self, index: int) -> Tensor:
@@ -186,3 +175,27 @@ class _MaskedCopies:
 
 def _replace_with(rows: Tensor) -> Callable[[Tensor], Tensor]:
     return lambda _: rows
+
+
+def check_options(*, score: str, batch_size: int | None) -> None:
+    """Raise OptionError for a score or batch_size the ReciproCAM methods do not take."""
+    if score not in ("softmax", "logit"):
+        raise OptionError(f"score must be 'softmax' or 'logit', not {score!r}")
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
+        raise OptionError(f"batch_size must be a positive integer or None, not {batch_size!r}")
+
+
+def score_maps(masked_logits: Tensor, score: Score, batch: int, size: tuple[int, int]) -> Tensor:
+    """(B, N, h, w) class scores from the (B*K, N) logits of image-major masked copies."""
+    logits = masked_logits.to(torch.promote_types(masked_logits.dtype, torch.float32))
+    scores = logits.softmax(dim=1) if score == "softmax" else logits
+    height, width = size
+    by_position = scores.view(batch, height * width, -1).transpose(1, 2)
+    return by_position.reshape(batch, -1, height, width)
+
+
+def rows_per_pass(batch_size: int | None, row_bytes: int) -> int:
+    """`batch_size`, or as many copies of `row_bytes` each as fit the automatic budget."""
+    return batch_size or max(1, _AUTO_BATCH_BYTES // row_bytes)

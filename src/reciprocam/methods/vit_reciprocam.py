@@ -1,0 +1,223 @@
+"""ViT-ReciproCAM (Byun & Lee, arXiv 2310.02588): gradient-free CAM for vision transformers.
+
+Take the tokens X (N, D) entering a transformer block (the last one by default) and the output
+n = LN1(X) of its first LayerNorm. For each patch position k = i*w + j of the h x w grid, a
+masked copy keeps the prefix tokens (class, distillation, registers; zeroed if
+cls_token=False) and weights each patch token m by a[k, m]:
+
+    gaussian (the paper's 3x3 mask): a[k, m] = G(m - k), G = [[1,2,1],[2,4,2],[1,2,1]]/16,
+                                     centred at k, clipped at the borders
+    token:                           a[k, m] = 1 if m == k else 0
+
+Each copy runs through the rest of the block, with the skip connection unmasked (the paper;
+`mask_residual=True` masks it too, as openvino_xai does), then the later blocks and the head:
+S[c, i, j] = softmax(logits(copy k))[c] (or the logit), min-max normalised per class.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from .._model import class_scores
+from ..errors import OptionError
+from ..explainer import Explainer
+from ..layers import LayerSpec, TargetLayer
+from ..vit import (
+    TokenGrid,
+    head_reads_prefix_only,
+    removing,
+    require_layout,
+    target_block,
+    token_grid,
+)
+from .reciprocam import Score, check_options, rows_per_pass, score_maps, spatial_masks
+from .vit_fast import BlockParts, MaskedBlock, block_parts
+
+TokenMask = Literal["gaussian", "token"]
+
+# A masked copy through the rest of a transformer holds a few times its tokens in activations.
+_ACTIVATIONS = 8
+
+
+def token_weights(grid: TokenGrid, mask: TokenMask, cls_token: bool, like: Tensor) -> Tensor:
+    """(K, N) weights of each token in each of the K masked copies."""
+    patches = spatial_masks(grid.height, grid.width, "pixel" if mask == "token" else mask, like)
+    prefix = torch.full(
+        (grid.patches, grid.prefix), float(cls_token), dtype=like.dtype, device=like.device
+    )
+    return torch.cat([prefix, patches.view(grid.patches, grid.patches)], dim=1)
+
+
+class ViTReciproCAM(Explainer):
+    """ViT-ReciproCAM: maps of every class from one batched pass, with an exact fast path.
+
+    Args:
+        model: a torchvision, timm or Hugging Face vision transformer classifier.
+        target_layer: a transformer block or its first LayerNorm (module or name); None uses
+            `block`.
+        block: the index of the block to mask (default -1, the last one, as in the paper).
+        mask: "gaussian" (the paper's 3x3 token mask) or "token" (one patch).
+        cls_token: keep the prefix tokens in the masked copies (the paper) or zero them.
+        mask_residual: also mask the block's skip connection (openvino_xai's variant).
+        score: "softmax" (the paper) or "logit".
+        batch_size: masked copies per pass; None fits them in 256 MiB of activations.
+        upsample: maps at the input size (True) or the patch-grid size (False).
+        fast_path: compute torchvision and timm blocks with the exact fast path (see
+            `vit_fast`); False, or another block type, uses the generic batched path, in which
+            hooks feed the masked copies through the model's own block.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: LayerSpec = None,
+        *,
+        block: int = -1,
+        mask: TokenMask = "gaussian",
+        cls_token: bool = True,
+        mask_residual: bool = False,
+        score: Score = "softmax",
+        batch_size: int | None = None,
+        upsample: bool = True,
+        fast_path: bool = True,
+    ) -> None:
+        super().__init__(model, target_layer, upsample=upsample)
+        check_options(score=score, batch_size=batch_size)
+        if mask not in ("gaussian", "token"):
+            raise OptionError(f"mask must be 'gaussian' or 'token', not {mask!r}")
+        self.layout = require_layout(model)
+        self.block = target_block(model, self.layout, target_layer, block)
+        self.mask = mask
+        self.cls_token = cls_token
+        self.mask_residual = mask_residual
+        self.score = score
+        self.batch_size = batch_size
+        self.fast_path = fast_path
+        self._grid: TokenGrid | None = None
+        self._parts: BlockParts | None = None
+        self._head_tokens = 0
+
+    @property
+    def uses_fast_path(self) -> bool:
+        """Whether the resolved block is computed by the exact fast path."""
+        return self._parts is not None
+
+    @property
+    def grid(self) -> TokenGrid | None:
+        """The prefix-token count and patch grid read on the first call, or None before it."""
+        return self._grid
+
+    def _resolve(self, image: Tensor) -> TargetLayer:
+        grid = token_grid(self.model, self.layout, self.block, image)
+        self._grid = grid
+        self._parts = block_parts(self.layout.blocks[self.block]) if self.fast_path else None
+        last = self.block == len(self.layout.blocks) - 1
+        prefix_only = last and head_reads_prefix_only(self.model, self.layout, grid, image)
+        self._head_tokens = grid.prefix if prefix_only else grid.tokens
+        name = f"{self.layout.block_names[self.block]}.{self.layout.norm1_attribute}"
+        return TargetLayer(name, self.layout.norm1(self.block))
+
+    def _class_scores(self, x: Tensor, layer: TargetLayer) -> tuple[Tensor, Tensor]:
+        grid = self._grid
+        assert grid is not None  # read by _resolve
+        weights = token_weights(grid, self.mask, self.cls_token, x)
+        block = self.layout.blocks[self.block]
+        copies: _FastCopies | _GenericCopies
+        if self._parts is not None:
+            copies = _FastCopies(self._parts, block, weights, self._head_tokens, self.mask_residual)
+        else:
+            norm1 = self.layout.norm1(self.block)
+            copies = _GenericCopies(block, norm1, weights, self.mask_residual)
+        batch, total = x.shape[0], x.shape[0] * grid.patches
+        row_bytes = copies.tokens_per_copy(grid) * grid.dim * x.element_size() * _ACTIVATIONS
+        step = rows_per_pass(self.batch_size, row_bytes)
+        outputs = []
+        for start in range(0, total, step):
+            rows = torch.arange(start, min(start + step, total), device=x.device)
+            with removing(*copies.register(rows // grid.patches, rows % grid.patches)):
+                # After the first pass the block input is known: one image runs the layers before.
+                outputs.append(class_scores(self.model(x if start == 0 else x[:1])))
+        logits, masked = outputs[0][:batch], [outputs[0][batch:], *outputs[1:]]
+        return logits, score_maps(torch.cat(masked), self.score, batch, (grid.height, grid.width))
+
+
+class _FastCopies:
+    """Hooks that replace the block's output with the fast path's output on the masked copies."""
+
+    def __init__(
+        self,
+        parts: BlockParts,
+        block: nn.Module,
+        weights: Tensor,
+        queries: int,
+        mask_residual: bool,
+    ) -> None:
+        self.parts, self.block, self.weights = parts, block, weights
+        self.queries, self.mask_residual = queries, mask_residual
+        self.masked: MaskedBlock | None = None
+
+    def tokens_per_copy(self, grid: TokenGrid) -> int:
+        return self.queries
+
+    def register(self, image: Tensor, position: Tensor) -> list[RemovableHandle]:
+        def replace_output(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
+            if self.masked is None:  # the first pass: the batch's own output comes first
+                self.masked = MaskedBlock(
+                    self.parts, inputs[0], self.weights, self.queries, self.mask_residual
+                )
+                return torch.cat([output[:, : self.queries], self.masked(image, position)])
+            return self.masked(image, position)
+
+        return [self.block.register_forward_hook(replace_output)]
+
+
+class _GenericCopies:
+    """Hooks that feed masked copies through the model's own block.
+
+    Before the block, the input becomes the copies' skip connections (the image's tokens, or
+    their masked version); after the block's first LayerNorm, its output becomes the masked
+    LayerNorm output of the image's tokens. On the first pass the batch itself runs too.
+    """
+
+    def __init__(self, block: nn.Module, norm1: nn.Module, weights: Tensor, mask_residual: bool):
+        self.block, self.norm1, self.weights = block, norm1, weights
+        self.mask_residual = mask_residual
+        self.tokens: Tensor | None = None
+        self.normed: Tensor | None = None
+
+    def tokens_per_copy(self, grid: TokenGrid) -> int:
+        return grid.tokens
+
+    def register(self, image: Tensor, position: Tensor) -> list[RemovableHandle]:
+        first = self.tokens is None
+        token_weights = self.weights[position][..., None]
+
+        def before_block(
+            module: nn.Module, args: tuple[object, ...], kwargs: dict[str, object]
+        ) -> tuple[tuple[object, ...], dict[str, object]]:
+            given = args[0] if args else kwargs["hidden_states"]
+            assert isinstance(given, Tensor)
+            if self.tokens is None:
+                self.tokens = given
+            skip = self.tokens[image] * token_weights if self.mask_residual else self.tokens[image]
+            tokens = torch.cat([given, skip]) if first else skip
+            if args:
+                return (tokens, *args[1:]), kwargs
+            return args, {**kwargs, "hidden_states": tokens}
+
+        def after_norm(module: nn.Module, inputs: object, output: Tensor) -> Tensor:
+            assert self.tokens is not None  # seen before the block ran
+            batch = self.tokens.shape[0]
+            if self.normed is None:
+                self.normed = output[:batch]
+            masked = self.normed[image] * token_weights
+            return torch.cat([output[:batch], masked]) if first else masked
+
+        return [
+            self.block.register_forward_pre_hook(before_block, with_kwargs=True),
+            self.norm1.register_forward_hook(after_norm),
+        ]
