@@ -172,7 +172,8 @@ def test_maps_are_normalised_upsampled_target_maps():
     x = seeded((2, 3, 64, 64), seed=5)
     explanation = ViTReciproCAM(model).explain(x, targets=[2, 5])
     low = explanation.class_maps[torch.arange(2), torch.tensor([2, 5])]
-    assert float(low.amin()) == 0.0 and float(low.amax()) == 1.0
+    assert float(low.amin()) == 0.0
+    assert float(low.amax()) == 1.0
     expected = torch.nn.functional.interpolate(low[:, None], size=(64, 64), mode="bilinear")
     torch.testing.assert_close(explanation.maps, expected[:, 0].clamp(0, 1))
     assert ViTReciproCAM(model, upsample=False)(x).shape == (2, 4, 4)
@@ -194,7 +195,8 @@ def test_target_layer_by_block_or_layernorm_name():
 def test_errors():
     with pytest.raises(
         ModelError,
-        match=r"ResNet is not a supported vision transformer; ViT-ReciproCAM supports torchvision VisionTransformer, timm",
+        match=r"ResNet is not a supported vision transformer; ViT-ReciproCAM supports"
+        r" torchvision VisionTransformer, timm",
     ):
         ViTReciproCAM(torchvision.models.resnet18())
     with pytest.raises(
@@ -203,7 +205,8 @@ def test_errors():
         ViTReciproCAM(tiny_timm(), block=3)
     with pytest.raises(
         LayerError,
-        match=r"'blocks.1.mlp' is neither a transformer block nor a block's first LayerNorm; give one such as 'blocks.2'",
+        match=r"'blocks.1.mlp' is neither a transformer block nor a block's first LayerNorm;"
+        r" give one such as 'blocks.2'",
     ):
         ViTReciproCAM(tiny_timm(), "blocks.1.mlp")
     with pytest.raises(OptionError, match=r"mask must be 'gaussian' or 'token', not 'pixel'"):
