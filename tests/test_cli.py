@@ -12,7 +12,7 @@ import torch
 from helpers import build
 from PIL import Image
 
-from reciprocam import ReciproCAM
+from reciprocam import ReciproCAM, ViTReciproCAM
 from reciprocam.cli import main
 from reciprocam.images import load_image
 from reciprocam.zoo import load_model
@@ -204,7 +204,10 @@ def test_usage_errors_exit_with_2(capsys):
     with pytest.raises(SystemExit) as raised:
         main(["explain", "x.jpg", "--method", "nomethod"])
     assert raised.value.code == 2
-    assert "invalid choice: 'nomethod'" in capsys.readouterr().err
+    assert (
+        "argument --method: unknown method 'nomethod'; choose one of reciprocam, vit-reciprocam"
+        in capsys.readouterr().err
+    )
     with pytest.raises(SystemExit) as raised:
         main(["explain", "x.jpg", "--batch-size", "0"])
     assert raised.value.code == 2
@@ -268,3 +271,59 @@ def test_a_folder_without_images(tmp_path, capsys):
     assert code == 1
     assert err.strip().startswith("reciprocam: error: ")
     assert "empty: the folder holds no images (.bmp, .gif, .jpeg, .jpg" in err
+
+
+@pytest.fixture(scope="module")
+def tiny_timm_checkpoint(tmp_path_factory):
+    """A 10-class DeiT-Tiny state_dict (random weights), and what it predicts."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model("deit_tiny_patch16_224", num_classes=10).eval()
+    torch.nn.init.normal_(model.head.weight, std=0.5)
+    path = tmp_path_factory.mktemp("timm") / "deit.pt"
+    torch.save(model.state_dict(), path)
+    return path
+
+
+@pytest.mark.parametrize("method", ["reciprocam", "vit-reciprocam", "ViT_ReciproCAM"])
+def test_a_transformer_is_explained_with_vit_reciprocam(
+    photos, tmp_path, capsys, tiny_timm_checkpoint, method
+):
+    code, out, err = run(
+        capsys, "explain", photos / "first.jpg", "--model", "timm:deit_tiny_patch16_224",
+        "--checkpoint", tiny_timm_checkpoint, "--method", method, "--output", tmp_path,
+    )  # fmt: skip
+    assert code == 0, err
+    assert "on layer 'blocks.11.norm1'" in out
+    loaded = load_model("timm:deit_tiny_patch16_224", checkpoint=tiny_timm_checkpoint)
+    tensor, _ = loaded.preprocessing(load_image(photos / "first.jpg"))
+    expected = ViTReciproCAM(loaded.model).explain(tensor[None])
+    stem = f"first_{'reciprocam' if method == 'reciprocam' else 'vit-reciprocam'}"
+    saved = np.load(tmp_path / f"{stem}.npy")
+    np.testing.assert_allclose(saved, expected.maps[0].numpy(), atol=1e-6)
+    assert f"map of 'class {int(expected.targets[0])}'" in out
+
+
+def test_mask_names_mean_the_same_on_both_methods(photos, tmp_path, capsys, tiny_timm_checkpoint):
+    for mask in ("pixel", "token"):
+        code, _, _ = run(
+            capsys, "explain", photos / "third.jpg", "--model", "timm:deit_tiny_patch16_224",
+            "--checkpoint", tiny_timm_checkpoint, "--mask", mask, "--output", tmp_path / mask,
+        )  # fmt: skip
+        assert code == 0
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "pixel" / "third_reciprocam.npy"),
+        np.load(tmp_path / "token" / "third_reciprocam.npy"),
+    )
+
+
+def test_vit_reciprocam_on_a_cnn_says_what_is_supported(photos, tmp_path, capsys):
+    code, _, err = run(
+        capsys, "explain", photos / "first.jpg", *model_args(photos), "--method", "vit-reciprocam",
+        "--output", tmp_path,
+    )  # fmt: skip
+    assert code == 1
+    assert err.strip().startswith(
+        "reciprocam: error: ResNet is not a supported vision transformer; ViT-ReciproCAM supports"
+    )

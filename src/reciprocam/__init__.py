@@ -12,6 +12,7 @@ from .errors import (
 from .explainer import Explainer, Explanation
 from .layers import TargetLayer
 from .methods import ReciproCAM, ViTReciproCAM
+from .registry import explainer, methods
 
 __version__ = "0.1.0"
 
@@ -29,4 +30,6 @@ __all__ = [
     "TargetLayer",
     "ViTReciproCAM",
     "__version__",
+    "explainer",
+    "methods",
 ]

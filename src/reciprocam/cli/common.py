@@ -11,11 +11,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import InputError
-from ..methods import ReciproCAM
 from ..photos import ExplainedPhoto, SkippedPhoto
-
-METHODS = {"reciprocam": ReciproCAM}
-"""Method names the CLI accepts (lower case) and their explainers."""
 
 
 def add_run_options(parser: argparse.ArgumentParser, output: str) -> None:

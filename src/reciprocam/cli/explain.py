@@ -9,10 +9,14 @@ from typing import Any
 
 import matplotlib
 
+from ..errors import OptionError
 from ..images import find_images
 from ..photos import SkippedPhoto, class_index, explain_photos
+from ..registry import canonical_name, methods
+from ..registry import explainer as build_explainer
+from ..vit import find_layout
 from ..zoo import DEMO_MODEL, load_model
-from .common import METHODS, add_run_options, device_from, report
+from .common import add_run_options, device_from, report
 
 
 def _positive(text: str) -> int:
@@ -27,6 +31,13 @@ def _fraction(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
+
+
+def _method(text: str) -> str:
+    try:
+        return canonical_name(text)
+    except OptionError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _colormap(text: str) -> str:
@@ -81,9 +92,10 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--method",
         default="reciprocam",
-        type=str.lower,
-        choices=sorted(METHODS),
-        help="the explanation method (default: reciprocam)",
+        type=_method,
+        metavar="NAME",
+        help=f"the explanation method: {', '.join(methods())} (default: reciprocam, which is"
+        " ViT-ReciproCAM on a vision transformer)",
     )
     parser.add_argument(
         "--target-layer",
@@ -106,9 +118,9 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument(
         "--mask",
-        choices=("pixel", "gaussian"),
-        default="pixel",
-        help="spatial mask (default: pixel, one position at a time)",
+        choices=("pixel", "token", "gaussian"),
+        help="spatial mask: one position (pixel, token: the same) or the 3x3 gaussian"
+        " (default: the method's: pixel for CNNs, gaussian for transformers, as in the papers)",
     )
     parser.add_argument(
         "--batch-size",
@@ -157,13 +169,13 @@ def run(arguments: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     target = class_index(arguments.target_class, loaded.categories)
-    explainer = METHODS[arguments.method](
-        loaded.model.to(device),
-        arguments.target_layer,
-        score=arguments.score,
-        mask=arguments.mask,
-        batch_size=arguments.batch_size,
-    )
+    model = loaded.model.to(device)
+    options = {"score": arguments.score, "batch_size": arguments.batch_size}
+    if arguments.mask is not None:
+        vit = arguments.method == "vit-reciprocam" or find_layout(model) is not None
+        one_position = "token" if vit else "pixel"  # the two methods' names for the same mask
+        options["mask"] = one_position if arguments.mask in ("pixel", "token") else arguments.mask
+    explainer = build_explainer(arguments.method, model, arguments.target_layer, **options)
     skipped = 0
     with explainer:
         results = explain_photos(

@@ -17,6 +17,7 @@ from ..errors import ModelError
 from .preprocessing import Preprocessing
 
 DEMO_MODEL = "efficientnet_lite0"
+TIMM_PREFIX = "timm:"
 IMAGENET_CATEGORIES: tuple[str, ...] = tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
 
 
@@ -41,13 +42,21 @@ def load_model(
 ) -> LoadedModel:
     """Build `name` (default: the demo model) in eval mode.
 
+    name: a torchvision classifier, `efficientnet_lite0` (the demo model), or "timm:NAME".
     weights: a torchvision weights name ("DEFAULT", "IMAGENET1K_V2", ...), downloaded by
-        torchvision, or None for random weights. The demo model always has its real weights.
+        torchvision ("DEFAULT" for timm's pretrained weights), or None for random weights. The
+        demo model always has its real weights.
     checkpoint: a state_dict file, loaded with weights_only=True into the named architecture;
         a classifier with another number of classes is rebuilt to match it.
     """
     name = name or DEMO_MODEL
     state = read_checkpoint(checkpoint) if checkpoint is not None else None
+    if weights is not None and state is not None:
+        raise ModelError("give either weights or a checkpoint (--weights, --checkpoint), not both")
+    if name.startswith(TIMM_PREFIX):
+        from .timm_models import load_timm
+
+        return load_timm(name, weights, state, checkpoint)
     if name == DEMO_MODEL:
         if weights is not None:
             raise ModelError(
@@ -58,9 +67,10 @@ def load_model(
     if name not in torchvision.models.list_models(module=torchvision.models):
         close = difflib.get_close_matches(name, model_names(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ModelError(f"unknown model '{name}'{hint} (torchvision classifiers and {DEMO_MODEL})")
-    if weights is not None and state is not None:
-        raise ModelError("give either weights or a checkpoint (--weights, --checkpoint), not both")
+        raise ModelError(
+            f"unknown model '{name}'{hint} (torchvision classifiers, {DEMO_MODEL}, or timm"
+            f" models as {TIMM_PREFIX}NAME)"
+        )
     default = torchvision.models.get_model_weights(name).DEFAULT
     chosen = _torchvision_weights(name, weights) if weights is not None else None
     transform = (chosen or default).transforms()
@@ -82,10 +92,10 @@ def load_model(
             ) from None
         return LoadedModel(name, model.eval(), preprocessing, categories, chosen is not None)
     model = torchvision.models.get_model(name)
-    classes = _checkpoint_classes(model, state)
+    classes = checkpoint_classes(model, state)
     if classes != len(categories):
         model = torchvision.models.get_model(name, num_classes=classes)
-    _load_state(model, state, checkpoint)
+    load_state(model, state, checkpoint)
     if classes != len(categories):
         categories = tuple(f"class {index}" for index in range(classes))
     return LoadedModel(name, model.eval(), preprocessing, categories, True)
@@ -111,7 +121,7 @@ def _load_demo_model(state: Mapping[str, Tensor] | None, source: object) -> Load
         ) from None
     model = efficientnet_lite0(pretrained=state is None)
     if state is not None:
-        _load_state(model, state, source)
+        load_state(model, state, source)
     return LoadedModel(DEMO_MODEL, model, PREPROCESSING, IMAGENET_CATEGORIES, True)
 
 
@@ -159,7 +169,7 @@ def _unreadable(path: Path, reason: str) -> str:
     )
 
 
-def _checkpoint_classes(model: nn.Module, state: Mapping[str, Tensor]) -> int:
+def checkpoint_classes(model: nn.Module, state: Mapping[str, Tensor]) -> int:
     """The checkpoint's class count: the rows of the classifier's weight (the last 2+-dim one)."""
     own = model.state_dict()
     weights = [key for key, value in own.items() if key.endswith("weight") and value.ndim >= 2]
@@ -167,7 +177,7 @@ def _checkpoint_classes(model: nn.Module, state: Mapping[str, Tensor]) -> int:
     return int(state.get(classifier, own[classifier]).shape[0])
 
 
-def _load_state(model: nn.Module, state: Mapping[str, Tensor], source: object) -> None:
+def load_state(model: nn.Module, state: Mapping[str, Tensor], source: object) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as error:
