@@ -106,7 +106,10 @@ def test_unknown_model_suggests_close_names():
 
 def test_unknown_model_without_close_names():
     message = model_error(load_model, "qqqqqqqq")
-    assert message == "unknown model 'qqqqqqqq' (torchvision classifiers and efficientnet_lite0)"
+    assert message == (
+        "unknown model 'qqqqqqqq' (torchvision classifiers, efficientnet_lite0, or timm models"
+        " as timm:NAME)"
+    )
 
 
 def test_unknown_weights_lists_the_valid_ones():
@@ -332,4 +335,50 @@ def test_demo_model_refuses_a_checkpoint_of_another_architecture(checkpoint):
     assert message.startswith(
         f"{checkpoint}: does not fit the EfficientNetLite architecture"
         " (name the model it was saved from): "
+    )
+
+
+def test_timm_models_by_name(tmp_path):
+    import timm
+
+    torch.manual_seed(0)
+    source = timm.create_model("deit_tiny_patch16_224", num_classes=4).eval()
+    torch.save(source.state_dict(), tmp_path / "deit.pt")
+    loaded = load_model("timm:deit_tiny_patch16_224", checkpoint=tmp_path / "deit.pt")
+    x = seeded((1, 3, 224, 224))
+    torch.testing.assert_close(loaded.model(x), source(x), rtol=0, atol=0)
+    assert loaded.categories == ("class 0", "class 1", "class 2", "class 3")
+    assert loaded.pretrained
+    config = timm.data.resolve_data_config({}, model=source)
+    assert loaded.preprocessing.crop == config["input_size"][1] == 224
+    assert loaded.preprocessing.resize == int(224 / config["crop_pct"])
+    assert loaded.preprocessing.mean == tuple(config["mean"])
+    random = load_model("timm:deit_tiny_patch16_224")
+    assert not random.pretrained
+    assert len(random.categories) == 1000
+
+
+def test_timm_name_and_weights_errors():
+    assert model_error(load_model, "timm:deit_tinyy_patch16_224").startswith(
+        "timm has no model 'deit_tinyy_patch16_224'; did you mean timm:deit_tiny_patch16_224"
+    )
+    assert model_error(load_model, "timm:deit_tiny_patch16_224", weights="IMAGENET1K_V1") == (
+        "timm models take weights DEFAULT (their pretrained weights); choose a pretrained tag in"
+        " the name instead, e.g. timm:deit_tiny_patch16_224.<tag>"
+    )
+
+
+def test_timm_download_failure(monkeypatch):
+    import timm
+
+    def offline(name, pretrained=False, **kwargs):
+        if pretrained:
+            raise OSError("no internet")
+        return original(name, **kwargs)
+
+    original = timm.create_model
+    monkeypatch.setattr(timm, "create_model", offline)
+    assert model_error(load_model, "timm:deit_tiny_patch16_224", weights="DEFAULT") == (
+        "could not download the pretrained weights of deit_tiny_patch16_224 (no internet);"
+        " without internet, load a state_dict file (--checkpoint FILE), or use random weights"
     )
