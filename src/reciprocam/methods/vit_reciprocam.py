@@ -116,7 +116,11 @@ class ViTReciproCAM(Explainer):
         self._grid = grid
         self._parts = block_parts(self.layout.blocks[self.block]) if self.fast_path else None
         last = self.block == len(self.layout.blocks) - 1
-        prefix_only = last and head_reads_prefix_only(self.model, self.layout, grid, image)
+        prefix_only = (
+            self._parts is not None
+            and last
+            and head_reads_prefix_only(self.model, self.layout, grid, image)
+        )
         self._head_tokens = grid.prefix if prefix_only else grid.tokens
         name = f"{self.layout.block_names[self.block]}.{self.layout.norm1_attribute}"
         return TargetLayer(name, self.layout.norm1(self.block))
