@@ -1,9 +1,9 @@
-"""The base every explainer shares: model lifecycle, the target layer, targets, normalisation.
+"""The base every explainer shares: model lifecycle, target layers, targets, normalisation.
 
-A method subclasses `Explainer` and implements `_class_scores`: given the input batch and the
-resolved target layer, return the model's logits and a raw score map per class. The base
-checks the input, keeps the model unchanged (eval mode only during the call, no gradients,
-hooks removed even on errors), picks the targets and turns scores into maps in [0, 1].
+A method subclasses `Explainer` and implements `_explain`: given the input batch and the
+requested targets, return the logits, the chosen targets and raw maps (`Evidence`). The base
+checks the input, keeps the model unchanged (eval mode only during the call, hooks removed even
+on errors, `.grad` untouched), and turns raw maps into maps in [0, 1].
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ._model import check_input, evaluation_mode
 from .errors import ModelError, TargetError
-from .layers import LayerSpec, TargetLayer, resolve_layer
+from .layers import LayerSpecs, TargetLayer
 
 _Self = TypeVar("_Self", bound="Explainer")
 
@@ -37,15 +37,19 @@ class Explanation:
     maps: (B, H, W) target-class maps in [0, 1], at the input size if upsampled, else (B, h, w).
     targets: (B,) the explained class of each image.
     logits: (B, N) the model's output on the unmodified images.
-    scores: (B, N, h, w) raw per-position scores of every class (before normalisation).
-    class_maps: (B, N, h, w) `scores` min-max normalised per image and class, in [0, 1].
+    scores: (B, N, h, w) raw maps of every class, for methods whose one computation gives them
+        all (ReciproCAM, ViT-ReciproCAM, CAM, Score-CAM, Ablation-CAM, RISE); else None.
+    class_maps: (B, N, h, w) `scores` min-max normalised per image and class, or None.
+    attributions: (B, C, H, W) signed pixel attributions (Guided Backprop and the guided
+        CAMs), whose channel-wise largest magnitude makes `maps`; else None.
     """
 
     maps: Tensor
     targets: Tensor
     logits: Tensor
-    scores: Tensor
-    class_maps: Tensor
+    scores: Tensor | None = None
+    class_maps: Tensor | None = None
+    attributions: Tensor | None = None
 
     @property
     def predictions(self) -> Tensor:
@@ -56,6 +60,17 @@ class Explanation:
     def probabilities(self) -> Tensor:
         """(B, N) softmax of the logits."""
         return self.logits.softmax(dim=1)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a method computes for a batch, before the base normalises it."""
+
+    logits: Tensor  # (B, N)
+    targets: Tensor  # (B,)
+    maps: Tensor  # (B, h, w) raw maps of the targets
+    scores: Tensor | None = None  # (B, N, h, w) raw maps of every class
+    attributions: Tensor | None = None  # (B, C, H, W)
 
 
 def normalize_maps(scores: Tensor) -> Tensor:
@@ -117,65 +132,86 @@ def check_target_range(targets: Tensor, classes: int) -> None:
         )
 
 
+def choose_targets(logits: Tensor, requested: Tensor | None) -> Tensor:
+    """The requested targets, checked against the number of classes, or each row's top-1."""
+    if requested is None:
+        return logits.argmax(dim=1)
+    check_target_range(requested, logits.shape[1])
+    return requested.to(logits.device)
+
+
 class Explainer(ABC):
     """Base class: `explainer(x, targets)` gives (B, H, W) maps, `explain(...)` everything.
 
-    The target layer is resolved (and checked) on the first call and reused afterwards. Use it
-    as a context manager, or call `close()`, to drop what it caches.
+    A method implements `_explain` (and `_resolve` if it works on layers). The base checks the
+    input and the targets, runs the method with the model in eval mode (each submodule's own
+    flag is restored afterwards), resolves the target layers on the first call and reuses them,
+    and normalises and upsamples the maps. Use it as a context manager, or call `close()`, to
+    drop what it caches; no hook outlives a call.
     """
 
-    def __init__(self, model: nn.Module, target_layer: LayerSpec = None, *, upsample: bool = True):
+    def __init__(
+        self, model: nn.Module, target_layer: LayerSpecs = None, *, upsample: bool = True
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise ModelError(f"model must be a torch.nn.Module, not {type(model).__name__}")
         self.model = model
         self.upsample = upsample
         self._layer_spec = target_layer
-        self._layer: TargetLayer | None = None
+        self._layers: list[TargetLayer] | None = None
+
+    @property
+    def target_layers(self) -> list[TargetLayer] | None:
+        """The resolved target layers (empty for methods without one), or None before a call."""
+        return self._layers
 
     @property
     def target_layer(self) -> TargetLayer | None:
-        """The resolved target layer, or None before the first call."""
-        return self._layer
+        """The first resolved target layer, or None."""
+        return self._layers[0] if self._layers else None
 
     def __call__(self, x: Tensor, targets: Targets = None) -> Tensor:
         """(B, H, W) maps in [0, 1] of the target classes, on x's device."""
         return self.explain(x, targets).maps
 
     def explain(self, x: Tensor, targets: Targets = None) -> Explanation:
-        """Explain a (B, C, H, W) batch: maps, targets, logits and every class's scores."""
+        """Explain a (B, C, H, W) batch: maps, targets, logits, and what else the method gives."""
         x = check_input(x, self.model)
         requested = parse_targets(targets, x.shape[0])
-        with evaluation_mode(self.model), torch.inference_mode():
-            if self._layer is None:
-                self._layer = self._resolve(x[:1])
-            logits, scores = self._class_scores(x, self._layer)
-            chosen = logits.argmax(dim=1) if requested is None else requested.to(x.device)
-            if requested is not None:
-                check_target_range(requested, logits.shape[1])
-            class_maps = normalize_maps(scores)
-            maps = class_maps[torch.arange(x.shape[0], device=x.device), chosen]
-            if self.upsample:
+        with evaluation_mode(self.model):
+            if self._layers is None:
+                with torch.inference_mode():
+                    self._layers = self._resolve(x[:1])
+            evidence = self._explain(x, requested)
+        with torch.inference_mode():
+            maps = normalize_maps(evidence.maps.detach())
+            if self.upsample and maps.shape[-2:] != x.shape[-2:]:
                 maps = upsample_maps(maps, (x.shape[2], x.shape[3]))
+            scores = evidence.scores
+            class_maps = None if scores is None else normalize_maps(scores)
         # Clones made outside inference mode are ordinary tensors the caller may modify freely.
         return Explanation(
             maps=maps.clone(),
-            targets=chosen.clone(),
-            logits=logits.clone(),
-            scores=scores.clone(),
-            class_maps=class_maps.clone(),
+            targets=evidence.targets.detach().clone(),
+            logits=evidence.logits.detach().clone(),
+            scores=None if scores is None else scores.detach().clone(),
+            class_maps=None if class_maps is None else class_maps.clone(),
+            attributions=None
+            if evidence.attributions is None
+            else evidence.attributions.detach().clone(),
         )
 
-    def _resolve(self, image: Tensor) -> TargetLayer:
-        """Resolve the target layer on one image; a method may add checks of its own."""
-        return resolve_layer(self.model, self._layer_spec, image)
+    def _resolve(self, image: Tensor) -> list[TargetLayer]:
+        """The target layers, found and checked on one image (none by default)."""
+        return []
 
     @abstractmethod
-    def _class_scores(self, x: Tensor, layer: TargetLayer) -> tuple[Tensor, Tensor]:
-        """(B, N) logits of the unmodified input and (B, N, h, w) raw scores of every class."""
+    def _explain(self, x: Tensor, requested: Tensor | None) -> Evidence:
+        """The logits, targets and raw maps of a batch (targets: requested, else top-1)."""
 
     def close(self) -> None:
-        """Forget the resolved layer and any cached state (no hook outlives a call anyway)."""
-        self._layer = None
+        """Forget the resolved layers and any cached state."""
+        self._layers = None
 
     def __enter__(self: _Self) -> _Self:
         return self
@@ -187,3 +223,18 @@ class Explainer(ABC):
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class ClassScoreExplainer(Explainer):
+    """A method whose one computation gives a raw map of every class, without gradients."""
+
+    def _explain(self, x: Tensor, requested: Tensor | None) -> Evidence:
+        with torch.inference_mode():
+            logits, scores = self._class_scores(x)
+            targets = choose_targets(logits, requested)
+            maps = scores[torch.arange(x.shape[0], device=x.device), targets]
+        return Evidence(logits, targets, maps, scores)
+
+    @abstractmethod
+    def _class_scores(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(B, N) logits of the unmodified input and (B, N, h, w) raw maps of every class."""

@@ -9,7 +9,7 @@ alone: masking it is then the same as masking everything the rest of the network
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
@@ -21,6 +21,9 @@ from .errors import InputError, LayerError
 
 LayerSpec = nn.Module | str | None
 """A target layer as users give it: a submodule, its dotted name, or None for automatic."""
+
+LayerSpecs = LayerSpec | Sequence[nn.Module | str]
+"""One target layer, or several for methods that fuse the maps of several layers."""
 
 # Pooling to a fixed output size belongs to the head: its output is never a target.
 _HEAD_POOLING = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
@@ -180,6 +183,15 @@ def _lookup(model: nn.Module, spec: nn.Module | str) -> tuple[str, nn.Module]:
     raise LayerError(
         f"target_layer must be None, a layer name or an nn.Module, not {type(spec).__name__}"
     )
+
+
+def single_layer(spec: LayerSpecs, method: str) -> LayerSpec:
+    """The one layer in `spec` (a list of one is accepted), or LayerError for several."""
+    if isinstance(spec, Sequence) and not isinstance(spec, str):
+        if len(spec) != 1:
+            raise LayerError(f"{method} masks one layer; give one target layer, not {len(spec)}")
+        return spec[0]
+    return spec
 
 
 def resolve_layer(model: nn.Module, spec: LayerSpec, x: Tensor) -> TargetLayer:

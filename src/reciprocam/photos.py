@@ -103,7 +103,7 @@ def explain_photos(
         values, indices = probabilities.topk(min(top, probabilities.numel()))
         stem = _unique_stem(f"{path.stem}_{method}", used)
         photo = crop_to_box(image, box)
-        picture = overlay(photo, explanation.class_maps[0, chosen], colormap=colormap, alpha=alpha)
+        picture = overlay(photo, explanation.maps[0], colormap=colormap, alpha=alpha)
         overlay_path, map_path = output / f"{stem}.png", output / f"{stem}.npy"
         saliency = explanation.maps[0].float().cpu()
         write_atomically(overlay_path, partial(_save_png, picture))

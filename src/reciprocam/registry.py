@@ -8,7 +8,7 @@ from torch import nn
 
 from .errors import OptionError
 from .explainer import Explainer
-from .layers import LayerSpec
+from .layers import LayerSpecs
 from .methods import ReciproCAM, ViTReciproCAM
 from .vit import find_layout
 
@@ -34,7 +34,7 @@ def canonical_name(name: str) -> str:
 
 
 def explainer(
-    name: str, model: nn.Module, target_layer: LayerSpec = None, **options: Any
+    name: str, model: nn.Module, target_layer: LayerSpecs = None, **options: Any
 ) -> Explainer:
     """Build method `name` for `model` ("reciprocam" on a vision transformer: ViT-ReciproCAM)."""
     key = canonical_name(name)

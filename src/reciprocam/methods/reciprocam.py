@@ -22,8 +22,8 @@ from torch import Tensor, nn
 
 from .._model import probe_noise, same_output
 from ..errors import OptionError
-from ..explainer import Explainer
-from ..layers import LayerSpec, TargetLayer, resolve_layer, run_tapped
+from ..explainer import ClassScoreExplainer
+from ..layers import LayerSpecs, TargetLayer, resolve_layer, run_tapped, single_layer
 
 Score = Literal["softmax", "logit"]
 Mask = Literal["pixel", "gaussian"]
@@ -45,7 +45,7 @@ def spatial_masks(height: int, width: int, mask: Mask, like: Tensor) -> Tensor:
     return F.conv2d(one_hot, kernel, padding=1)
 
 
-class ReciproCAM(Explainer):
+class ReciproCAM(ClassScoreExplainer):
     """ReciproCAM for CNNs: one forward pass gives the maps of every class.
 
     Args:
@@ -71,7 +71,7 @@ class ReciproCAM(Explainer):
     def __init__(
         self,
         model: nn.Module,
-        target_layer: LayerSpec = None,
+        target_layer: LayerSpecs = None,
         *,
         score: Score = "softmax",
         mask: Mask = "pixel",
@@ -94,10 +94,10 @@ class ReciproCAM(Explainer):
         """Whether the resolved layer's head takes the exact global-average-pooling shortcut."""
         return self._uses_gap_shortcut
 
-    def _resolve(self, image: Tensor) -> TargetLayer:
-        layer = resolve_layer(self.model, self._layer_spec, image)
+    def _resolve(self, image: Tensor) -> list[TargetLayer]:
+        layer = resolve_layer(self.model, single_layer(self._layer_spec, "ReciproCAM"), image)
         self._uses_gap_shortcut = self.fast_path and self._head_starts_with_gap(image, layer)
-        return layer
+        return [layer]
 
     def _head_starts_with_gap(self, image: Tensor, layer: TargetLayer) -> bool:
         """True if the head maps the real features, and random ones, as it maps their 1x1 means."""
@@ -119,7 +119,9 @@ class ReciproCAM(Explainer):
             return False
         return same_output(pooled, full)
 
-    def _class_scores(self, x: Tensor, layer: TargetLayer) -> tuple[Tensor, Tensor]:
+    def _class_scores(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        layer = self.target_layer
+        assert layer is not None  # resolved before
         batch = x.shape[0]
         copies: _MaskedCopies | None = None
 

@@ -24,8 +24,8 @@ from torch.utils.hooks import RemovableHandle
 
 from .._model import class_scores
 from ..errors import OptionError
-from ..explainer import Explainer
-from ..layers import LayerSpec, TargetLayer
+from ..explainer import ClassScoreExplainer
+from ..layers import LayerSpecs, TargetLayer, single_layer
 from ..vit import (
     TokenGrid,
     head_reads_prefix_only,
@@ -52,7 +52,7 @@ def token_weights(grid: TokenGrid, mask: TokenMask, cls_token: bool, like: Tenso
     return torch.cat([prefix, patches.view(grid.patches, grid.patches)], dim=1)
 
 
-class ViTReciproCAM(Explainer):
+class ViTReciproCAM(ClassScoreExplainer):
     """ViT-ReciproCAM: maps of every class from one batched pass, with an exact fast path.
 
     Args:
@@ -74,7 +74,7 @@ class ViTReciproCAM(Explainer):
     def __init__(
         self,
         model: nn.Module,
-        target_layer: LayerSpec = None,
+        target_layer: LayerSpecs = None,
         *,
         block: int = -1,
         mask: TokenMask = "gaussian",
@@ -90,7 +90,9 @@ class ViTReciproCAM(Explainer):
         if mask not in ("gaussian", "token"):
             raise OptionError(f"mask must be 'gaussian' or 'token', not {mask!r}")
         self.layout = require_layout(model)
-        self.block = target_block(model, self.layout, target_layer, block)
+        self.block = target_block(
+            model, self.layout, single_layer(target_layer, "ViT-ReciproCAM"), block
+        )
         self.mask = mask
         self.cls_token = cls_token
         self.mask_residual = mask_residual
@@ -111,7 +113,7 @@ class ViTReciproCAM(Explainer):
         """The prefix-token count and patch grid read on the first call, or None before it."""
         return self._grid
 
-    def _resolve(self, image: Tensor) -> TargetLayer:
+    def _resolve(self, image: Tensor) -> list[TargetLayer]:
         grid = token_grid(self.model, self.layout, self.block, image)
         self._grid = grid
         self._parts = block_parts(self.layout.blocks[self.block]) if self.fast_path else None
@@ -123,9 +125,9 @@ class ViTReciproCAM(Explainer):
         )
         self._head_tokens = grid.prefix if prefix_only else grid.tokens
         name = f"{self.layout.block_names[self.block]}.{self.layout.norm1_attribute}"
-        return TargetLayer(name, self.layout.norm1(self.block))
+        return [TargetLayer(name, self.layout.norm1(self.block))]
 
-    def _class_scores(self, x: Tensor, layer: TargetLayer) -> tuple[Tensor, Tensor]:
+    def _class_scores(self, x: Tensor) -> tuple[Tensor, Tensor]:
         grid = self._grid
         assert grid is not None  # read by _resolve
         weights = token_weights(grid, self.mask, self.cls_token, x)
