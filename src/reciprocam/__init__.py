@@ -11,24 +11,59 @@ from .errors import (
 )
 from .explainer import Explainer, Explanation
 from .layers import TargetLayer
-from .methods import ReciproCAM, ViTReciproCAM
+from .methods import (
+    CAM,
+    RISE,
+    AblationCAM,
+    EigenCAM,
+    EigenGradCAM,
+    FullGrad,
+    GradCAM,
+    GradCAMPlusPlus,
+    GuidedBackprop,
+    GuidedGradCAM,
+    GuidedGradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    ReciproCAM,
+    ScoreCAM,
+    SmoothGradCAMPlusPlus,
+    ViTReciproCAM,
+    XGradCAM,
+)
 from .registry import explainer, methods
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CAM",
+    "RISE",
+    "AblationCAM",
+    "EigenCAM",
+    "EigenGradCAM",
     "Explainer",
     "Explanation",
+    "FullGrad",
+    "GradCAM",
+    "GradCAMPlusPlus",
+    "GuidedBackprop",
+    "GuidedGradCAM",
+    "GuidedGradCAMPlusPlus",
+    "HiResCAM",
     "ImageError",
     "InputError",
+    "LayerCAM",
     "LayerError",
     "ModelError",
     "OptionError",
     "ReciproCAM",
     "ReciproCAMError",
+    "ScoreCAM",
+    "SmoothGradCAMPlusPlus",
     "TargetError",
     "TargetLayer",
     "ViTReciproCAM",
+    "XGradCAM",
     "__version__",
     "explainer",
     "methods",

@@ -9,12 +9,14 @@ alone: masking it is then the same as masking everything the rest of the network
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from ._model import class_scores, probe_noise, same_output
 from .errors import InputError, LayerError
@@ -30,12 +32,35 @@ _HEAD_POOLING = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
 @dataclass(frozen=True)
+class TokenGrid:
+    """How a block's (B, N, D) tokens are laid out: `prefix` tokens, then a row-major grid."""
+
+    prefix: int
+    height: int
+    width: int
+    dim: int
+
+    @property
+    def patches(self) -> int:
+        return self.height * self.width
+
+    @property
+    def tokens(self) -> int:
+        return self.prefix + self.patches
+
+
+@dataclass(frozen=True)
 class TargetLayer:
-    """One call of one module of the model; `call` counts from 0 within a forward pass."""
+    """One call of one module of the model; `call` counts from 0 within a forward pass.
+
+    `tokens` is set when the layer outputs a vision transformer's (B, N, D) tokens: how they fold
+    into a (B, D, h, w) feature map.
+    """
 
     name: str
     module: nn.Module
     call: int = 0
+    tokens: TokenGrid | None = None
 
     def __str__(self) -> str:
         return self.name if self.call == 0 else f"{self.name} (call {self.call + 1})"
@@ -75,6 +100,25 @@ class LayerTap:
         if call != self.layer.call or not isinstance(output, Tensor):
             return None
         return self.on_output(output)
+
+
+@contextmanager
+def removing(*handles: RemovableHandle) -> Iterator[None]:
+    """Remove the hooks when the block ends, also on errors."""
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def feature_map(output: Tensor, layer: TargetLayer) -> Tensor:
+    """The layer's output as a (B, C, h, w) map; tokens lose the prefix and fold into the grid."""
+    grid = layer.tokens
+    if grid is None:
+        return output
+    patches = output[:, grid.prefix :]
+    return patches.reshape(output.shape[0], grid.height, grid.width, -1).permute(0, 3, 1, 2)
 
 
 def run_tapped(
@@ -194,13 +238,26 @@ def single_layer(spec: LayerSpecs, method: str) -> LayerSpec:
     return spec
 
 
-def resolve_layer(model: nn.Module, spec: LayerSpec, x: Tensor) -> TargetLayer:
+def resolve_layer(
+    model: nn.Module, spec: LayerSpec, x: Tensor, *, sole_path: bool = True
+) -> TargetLayer:
     """The target layer for `spec` (None = automatic), checked on one image `x`.
 
     Automatic: the last module call, in the order calls finish, whose output is a spatial map
     that alone determines the prediction (so a container such as ResNet's `layer4` wins over
     its last child). Pooling to a fixed size (`AdaptiveAvgPool2d`) counts as part of the head.
+
+    `sole_path=True` (the masking methods) refuses a layer that computation bypasses.
+    `sole_path=False` (methods that read a layer's activations and gradients) accepts any
+    spatial layer, and the tokens of a supported vision transformer, whose automatic layer is
+    then the last block's first LayerNorm.
     """
+    if spec is None and not sole_path:
+        from .vit import find_layout
+
+        layout = find_layout(model)
+        if layout is not None:
+            spec = layout.norm1(len(layout.blocks) - 1)
     calls, logits = _probe(model, x)
     last_calls = {call.module: call for call in calls}
     if spec is None:
@@ -225,6 +282,8 @@ def resolve_layer(model: nn.Module, spec: LayerSpec, x: Tensor) -> TargetLayer:
     if last is None:
         raise LayerError(f"layer '{name}' did not run in the model's forward pass")
     layer = TargetLayer(name, module, last.index)
+    if not sole_path and last.shape is not None and len(last.shape) == 3:
+        return TargetLayer(name, module, last.index, _token_grid(model, x, layer, last.shape))
     if last.shape is None or len(last.shape) != 4:
         found = "no tensor" if last.shape is None else f"a tensor of shape {last.shape}"
         raise LayerError(
@@ -236,7 +295,45 @@ def resolve_layer(model: nn.Module, spec: LayerSpec, x: Tensor) -> TargetLayer:
             f"layer '{layer}' outputs a {last.shape[2]}x{last.shape[3]} map at this input size;"
             " explaining needs height and width > 1: use a larger input or an earlier layer"
         )
-    problem = sole_path_problem(model, x, logits, layer)
+    problem = sole_path_problem(model, x, logits, layer) if sole_path else None
     if problem is not None:
         raise LayerError(problem)
     return layer
+
+
+def _token_grid(
+    model: nn.Module, x: Tensor, layer: TargetLayer, shape: tuple[int, ...]
+) -> TokenGrid:
+    """How a vision transformer layer's (1, N, D) tokens fold into the patch grid."""
+    from .vit import find_layout
+
+    layout = find_layout(model)
+    if layout is None:
+        raise LayerError(
+            f"layer '{layer}' outputs tokens of shape {shape}, but {type(model).__name__} is not"
+            " a supported vision transformer, so the patch grid is unknown; choose a layer with"
+            " a (batch, channels, height, width) output"
+        )
+    patches: list[tuple[int, ...]] = []
+    handle = layout.patch_embedding.register_forward_hook(
+        lambda module, inputs, output: patches.append(tuple(output.shape))
+    )
+    try:
+        class_scores(model(x))
+    finally:
+        handle.remove()
+    height, width = patches[-1][2], patches[-1][3]
+    if shape[1] < height * width:
+        raise LayerError(
+            f"layer '{layer}' outputs {shape[1]} tokens, fewer than the {height}x{width} patches"
+        )
+    return TokenGrid(shape[1] - height * width, height, width, shape[2])
+
+
+def resolve_layers(model: nn.Module, specs: LayerSpecs, x: Tensor) -> list[TargetLayer]:
+    """The layers of a method that reads activations (one, or several to fuse), on one image."""
+    if isinstance(specs, Sequence) and not isinstance(specs, str):
+        if not specs:
+            raise LayerError("target_layer is an empty list; give at least one layer")
+        return [resolve_layer(model, spec, x, sole_path=False) for spec in specs]
+    return [resolve_layer(model, specs, x, sole_path=False)]

@@ -1,4 +1,8 @@
-"""Methods by name: `methods()` lists them, `explainer(name, model, ...)` builds one."""
+"""Methods by name: `methods()` lists them, `explainer(name, model, ...)` builds one.
+
+Names are matched ignoring case, spaces, '-' and '_', with "plusplus" or a final "pp" read as
+"++": "GradCAMPlusPlus", "grad-cam++" and "gradcampp" all mean "gradcam++".
+"""
 
 from __future__ import annotations
 
@@ -9,28 +13,70 @@ from torch import nn
 from .errors import OptionError
 from .explainer import Explainer
 from .layers import LayerSpecs
-from .methods import ReciproCAM, ViTReciproCAM
+from .methods import (
+    CAM,
+    RISE,
+    AblationCAM,
+    EigenCAM,
+    EigenGradCAM,
+    FullGrad,
+    GradCAM,
+    GradCAMPlusPlus,
+    GuidedBackprop,
+    GuidedGradCAM,
+    GuidedGradCAMPlusPlus,
+    HiResCAM,
+    LayerCAM,
+    ReciproCAM,
+    ScoreCAM,
+    SmoothGradCAMPlusPlus,
+    ViTReciproCAM,
+    XGradCAM,
+)
 from .vit import find_layout
 
 _METHODS: dict[str, type[Explainer]] = {
     "reciprocam": ReciproCAM,
     "vit-reciprocam": ViTReciproCAM,
+    "cam": CAM,
+    "gradcam": GradCAM,
+    "gradcam++": GradCAMPlusPlus,
+    "smooth-gradcam++": SmoothGradCAMPlusPlus,
+    "xgradcam": XGradCAM,
+    "hirescam": HiResCAM,
+    "layercam": LayerCAM,
+    "scorecam": ScoreCAM,
+    "ablationcam": AblationCAM,
+    "eigencam": EigenCAM,
+    "eigengradcam": EigenGradCAM,
+    "fullgrad": FullGrad,
+    "rise": RISE,
+    "guided-backprop": GuidedBackprop,
+    "guided-gradcam": GuidedGradCAM,
+    "guided-gradcam++": GuidedGradCAMPlusPlus,
 }
 
 
+def _key(name: str) -> str:
+    key = "".join(name.lower().split()).replace("-", "").replace("_", "")
+    key = key.replace("plusplus", "++")
+    return key[:-2] + "++" if key.endswith("campp") else key
+
+
+_BY_KEY = {_key(name): name for name in _METHODS}
+
+
 def methods() -> list[str]:
-    """The names `explainer` accepts (case, '-' and '_' do not matter)."""
+    """The names `explainer` accepts."""
     return list(_METHODS)
 
 
 def canonical_name(name: str) -> str:
     """The registered name a user's spelling means, or OptionError listing the methods."""
-    key = name.strip().lower().replace("_", "-")
-    if key == "vitreciprocam":
-        key = "vit-reciprocam"
-    if key not in _METHODS:
+    registered = _BY_KEY.get(_key(name))
+    if registered is None:
         raise OptionError(f"unknown method '{name}'; choose one of {', '.join(_METHODS)}")
-    return key
+    return registered
 
 
 def explainer(

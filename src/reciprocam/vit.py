@@ -9,17 +9,14 @@ token count), never guessed from sqrt(N - 1).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
 
 from ._model import class_scores, probe_noise, same_output
 from .errors import LayerError, ModelError, OptionError
-from .layers import LayerSpec
+from .layers import LayerSpec, TokenGrid, removing
 
 SUPPORTED = (
     "torchvision VisionTransformer, timm VisionTransformer / DeiT (with any prefix tokens) and"
@@ -41,24 +38,6 @@ class ViTLayout:
         """The first LayerNorm of block `block`."""
         module: nn.Module = getattr(self.blocks[block], self.norm1_attribute)
         return module
-
-
-@dataclass(frozen=True)
-class TokenGrid:
-    """How a block's (B, N, D) tokens are laid out: `prefix` tokens, then a row-major grid."""
-
-    prefix: int
-    height: int
-    width: int
-    dim: int
-
-    @property
-    def patches(self) -> int:
-        return self.height * self.width
-
-    @property
-    def tokens(self) -> int:
-        return self.prefix + self.patches
 
 
 def find_layout(model: nn.Module) -> ViTLayout | None:
@@ -122,16 +101,6 @@ def target_block(model: nn.Module, layout: ViTLayout, spec: LayerSpec, block: in
         f"'{name}' is neither a transformer block nor a block's first LayerNorm; give one such"
         f" as '{layout.block_names[-1]}' or '{layout.block_names[-1]}.{layout.norm1_attribute}'"
     )
-
-
-@contextmanager
-def removing(*handles: RemovableHandle) -> Iterator[None]:
-    """Remove the hooks when the block ends, also on errors."""
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 def token_grid(model: nn.Module, layout: ViTLayout, block: int, image: Tensor) -> TokenGrid:

@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._model import probe_noise, same_output
-from ..errors import OptionError
 from ..explainer import ClassScoreExplainer
 from ..layers import LayerSpecs, TargetLayer, resolve_layer, run_tapped, single_layer
+from ..options import one_of, positive_or_none
 
 Score = Literal["softmax", "logit"]
 Mask = Literal["pixel", "gaussian"]
@@ -81,8 +81,7 @@ class ReciproCAM(ClassScoreExplainer):
     ) -> None:
         super().__init__(model, target_layer, upsample=upsample)
         check_options(score=score, batch_size=batch_size)
-        if mask not in ("pixel", "gaussian"):
-            raise OptionError(f"mask must be 'pixel' or 'gaussian', not {mask!r}")
+        one_of("mask", mask, ("pixel", "gaussian"))
         self.score = score
         self.mask = mask
         self.batch_size = batch_size
@@ -181,12 +180,8 @@ def _replace_with(rows: Tensor) -> Callable[[Tensor], Tensor]:
 
 def check_options(*, score: str, batch_size: int | None) -> None:
     """Raise OptionError for a score or batch_size the ReciproCAM methods do not take."""
-    if score not in ("softmax", "logit"):
-        raise OptionError(f"score must be 'softmax' or 'logit', not {score!r}")
-    if batch_size is not None and (
-        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-    ):
-        raise OptionError(f"batch_size must be a positive integer or None, not {batch_size!r}")
+    one_of("score", score, ("softmax", "logit"))
+    positive_or_none("batch_size", batch_size)
 
 
 def score_maps(masked_logits: Tensor, score: Score, batch: int, size: tuple[int, int]) -> Tensor:

@@ -23,13 +23,11 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from .._model import class_scores
-from ..errors import OptionError
 from ..explainer import ClassScoreExplainer
-from ..layers import LayerSpecs, TargetLayer, single_layer
+from ..layers import LayerSpecs, TargetLayer, TokenGrid, removing, single_layer
+from ..options import one_of
 from ..vit import (
-    TokenGrid,
     head_reads_prefix_only,
-    removing,
     require_layout,
     target_block,
     token_grid,
@@ -87,8 +85,7 @@ class ViTReciproCAM(ClassScoreExplainer):
     ) -> None:
         super().__init__(model, target_layer, upsample=upsample)
         check_options(score=score, batch_size=batch_size)
-        if mask not in ("gaussian", "token"):
-            raise OptionError(f"mask must be 'gaussian' or 'token', not {mask!r}")
+        one_of("mask", mask, ("gaussian", "token"))
         self.layout = require_layout(model)
         self.block = target_block(
             model, self.layout, single_layer(target_layer, "ViT-ReciproCAM"), block

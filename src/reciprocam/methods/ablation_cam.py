@@ -1,0 +1,91 @@
+"""Ablation-CAM (Desai & Ramaswamy 2020): channels weighted by the score drop their removal causes.
+
+For each channel k of the target layer's output, the channel is set to zero (in a vision
+transformer's patch tokens, that feature) and the rest of the network runs: with y^c the
+logit of class c and y_k^c the logit with channel k ablated, w_k^c = (y^c - y_k^c) / y^c and the
+map is ReLU(sum_k w_k^c A_k). Every class comes from the same passes.
+
+When the layer is the only path to the prediction (checked on the first call), only the layers
+after it run on the ablated copies, once per `batch_size` copies; otherwise each copy runs the
+whole network, as in pytorch-grad-cam. pytorch-grad-cam ablates with a large negative value
+instead of zero when the layer's output has no zero; this follows the paper.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from .._model import class_scores
+from ..layers import LayerSpecs, TargetLayer, run_tapped, sole_path_problem
+from ..options import positive
+from .feature_maps import FeatureMapExplainer, Fuse
+from .gradient_cams import safe_divide
+
+
+def ablate(output: Tensor, layer: TargetLayer, channels: Tensor) -> Tensor:
+    """Copies of a layer's (1 or n, ...) output, copy i with channel channels[i] set to zero."""
+    copies = output.expand(len(channels), *output.shape[1:]).clone()
+    rows = torch.arange(len(channels), device=output.device)
+    if layer.tokens is None:
+        copies[rows, channels] = 0
+    else:
+        copies[rows, layer.tokens.prefix :, channels] = 0  # (n, patches) at feature k
+    return copies
+
+
+class AblationCAM(FeatureMapExplainer):
+    """Ablation-CAM: channels weighted by the relative drop of the class score without them.
+
+    Args:
+        batch_size: ablated copies per forward pass (default 64).
+        progress: show a progress bar.
+    """
+
+    uses_gradients: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: LayerSpecs = None,
+        *,
+        batch_size: int = 64,
+        progress: bool = False,
+        fuse: Fuse = "mean",
+        upsample: bool = True,
+    ) -> None:
+        super().__init__(model, target_layer, fuse=fuse, upsample=upsample)
+        self.batch_size = positive("batch_size", batch_size)
+        self.progress = progress
+        self._head_only: dict[str, bool] = {}
+
+    def _resolve(self, image: Tensor) -> list[TargetLayer]:
+        layers = super()._resolve(image)
+        logits = class_scores(self.model(image))
+        self._head_only = {
+            layer.name: sole_path_problem(self.model, image, logits, layer) is None
+            for layer in layers
+        }
+        return layers
+
+    def _layer_maps(
+        self, x: Tensor, logits: Tensor, targets: Tensor, layer: TargetLayer,
+        activations: Tensor, gradients: Tensor | None,
+    ) -> Tensor:  # fmt: skip
+        batch, channels = activations.shape[:2]
+        ablated = logits.new_empty(batch, channels, logits.shape[1])
+        head_only = self._head_only[layer.name]
+        chunks = [(b, s) for b in range(batch) for s in range(0, channels, self.batch_size)]
+        for image, start in tqdm(chunks, desc="Ablation-CAM", disable=not self.progress):
+            indices = torch.arange(start, min(start + self.batch_size, channels), device=x.device)
+            # Head only: the image's own output, copied; else each copy runs the whole network.
+            source = x[image : image + 1]
+            inputs = source if head_only else source.expand(len(indices), *source.shape[1:])
+            replace = partial(ablate, layer=layer, channels=indices)
+            ablated[image, indices] = run_tapped(self.model, inputs, layer, replace)
+        weights = safe_divide(logits[:, None, :] - ablated, logits[:, None, :].expand_as(ablated))
+        return torch.relu(torch.einsum("bkn,bkhw->bnhw", weights, activations))

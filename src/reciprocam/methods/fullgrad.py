@@ -1,0 +1,89 @@
+"""FullGrad (Srinivas & Fleuret 2019), as the authors' code computes it.
+
+The full-gradient decomposition of a ReLU network's output is the input-gradient term plus one
+bias-gradient term per bias: with g = dy_c/dx and g_l = dy_c/dz_l at each convolution or
+batch-norm output z_l (bias b_l; a batch norm's bias is b - mean * weight / sqrt(var + eps)),
+
+    map = psi(g * x).sum(channels) + sum_l upsample(psi(g_l * b_l)).sum(channels)
+
+where psi takes absolute values and min-max normalises each image over all its channels and
+positions (the authors' code; pytorch-grad-cam normalises each channel instead), and upsample
+is bilinear with align_corners=True. FullGrad uses every bias layer; it takes no target layer.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._model import class_scores
+from ..errors import ModelError, OptionError
+from ..explainer import Evidence, Explainer, choose_targets
+from ..layers import LayerSpecs, TargetLayer, removing
+
+
+def effective_bias(module: nn.Module) -> Tensor:
+    """The bias a convolution adds, or the one an eval-mode batch norm adds."""
+    if isinstance(module, nn.BatchNorm2d):
+        if module.running_mean is None or module.running_var is None:
+            raise ModelError("FullGrad needs batch norms with running statistics")
+        scale = torch.ones_like(module.running_mean) if module.weight is None else module.weight
+        shift = torch.zeros_like(module.running_mean) if module.bias is None else module.bias
+        return shift - module.running_mean * scale / torch.sqrt(module.running_var + module.eps)
+    bias: Tensor = module.bias  # type: ignore[assignment]
+    return bias
+
+
+def postprocess(values: Tensor) -> Tensor:
+    """|values| min-max normalised per image over channels and positions (eps as the authors')."""
+    magnitude = values.abs().flatten(1)
+    magnitude = magnitude - magnitude.amin(dim=1, keepdim=True)
+    magnitude = magnitude / (magnitude.amax(dim=1, keepdim=True) + 1e-6)
+    return magnitude.view_as(values)
+
+
+def _has_bias(module: nn.Module) -> bool:
+    return isinstance(module, nn.BatchNorm2d) or (
+        isinstance(module, nn.Conv2d) and module.bias is not None
+    )
+
+
+class FullGrad(Explainer):
+    """FullGrad: input gradients and every bias's gradients, aggregated into one map."""
+
+    def __init__(
+        self, model: nn.Module, target_layer: LayerSpecs = None, *, upsample: bool = True
+    ) -> None:
+        if target_layer is not None:
+            raise OptionError("FullGrad uses every bias layer and takes no target_layer")
+        super().__init__(model, None, upsample=upsample)
+
+    def _resolve(self, image: Tensor) -> list[TargetLayer]:
+        layers = [TargetLayer(n, m) for n, m in self.model.named_modules() if _has_bias(m)]
+        if not layers:
+            raise ModelError("FullGrad needs convolutions with biases or batch norms; found none")
+        return layers
+
+    def _explain(self, x: Tensor, requested: Tensor | None) -> Evidence:
+        records: list[tuple[nn.Module, Tensor]] = []
+
+        def record(module: nn.Module, inputs: object, output: Tensor) -> Tensor:
+            records.append((module, output))
+            return output.clone()  # later in-place operations must not reach the recorded output
+
+        hooks = [layer.module.register_forward_hook(record) for layer in self.target_layers or []]
+        with removing(*hooks), torch.enable_grad():
+            inputs = x.detach().requires_grad_(True)
+            logits = class_scores(self.model(inputs))
+            targets = choose_targets(logits, requested)
+            score = logits.gather(1, targets[:, None]).sum()
+            gradients = torch.autograd.grad(score, [inputs, *(output for _, output in records)])
+        with torch.inference_mode():
+            size = (x.shape[2], x.shape[3])
+            saliency = postprocess(gradients[0] * x).sum(dim=1)
+            for (module, _), gradient in zip(records, gradients[1:], strict=True):
+                bias_term = postprocess(gradient * effective_bias(module)[None, :, None, None])
+                upsampled = F.interpolate(bias_term, size=size, mode="bilinear", align_corners=True)
+                saliency += upsampled.sum(dim=1)
+        return Evidence(logits.detach(), targets, saliency)

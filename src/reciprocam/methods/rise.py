@@ -1,0 +1,98 @@
+"""RISE (Petsiuk et al. 2018): saliency from randomly masked inputs, as the official code does.
+
+Each of `masks` random masks is a `cells` x `cells` grid of cells kept with `probability`,
+upsampled bilinearly to (cells + 1) cells of the input's size over cells and cropped at a random
+offset (so the cells fall anywhere). The model scores every masked input x * M_i, and the map
+of class c is sum_i softmax(f(x * M_i))_c M_i / (masks * probability). Masks are drawn from
+`seed` and made `batch_size` at a time, so memory stays bounded for any number of masks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from .._model import class_scores
+from ..errors import OptionError
+from ..explainer import Evidence, Explainer, choose_targets
+from ..layers import LayerSpecs
+from ..options import positive
+
+
+def rise_masks(
+    count: int, size: tuple[int, int], cells: int, probability: float, generator: torch.Generator
+) -> Tensor:
+    """(count, H, W) RISE masks in [0, 1]."""
+    height, width = size
+    cell = (math.ceil(height / cells), math.ceil(width / cells))
+    grid = (torch.rand(count, 1, cells, cells, generator=generator) < probability).float()
+    larger = ((cells + 1) * cell[0], (cells + 1) * cell[1])
+    upsampled = F.interpolate(grid, size=larger, mode="bilinear", align_corners=False)[:, 0]
+    rows = torch.randint(0, cell[0], (count,), generator=generator).tolist()
+    columns = torch.randint(0, cell[1], (count,), generator=generator).tolist()
+    crops = [
+        upsampled[i, dy : dy + height, dx : dx + width]
+        for i, (dy, dx) in enumerate(zip(rows, columns, strict=True))
+    ]
+    return torch.stack(crops)
+
+
+class RISE(Explainer):
+    """RISE: a black-box method; it needs the model's outputs only, and no target layer.
+
+    Args:
+        masks: number of random masks (default 4000, the paper's for ImageNet).
+        cells: mask grid size (default 7).
+        probability: chance a cell is kept (default 0.5).
+        batch_size: masked inputs per forward pass (default 64).
+        seed: seed of the masks.
+        progress: show a progress bar.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: LayerSpecs = None,
+        *,
+        masks: int = 4000,
+        cells: int = 7,
+        probability: float = 0.5,
+        batch_size: int = 64,
+        seed: int = 0,
+        progress: bool = False,
+        upsample: bool = True,
+    ) -> None:
+        if target_layer is not None:
+            raise OptionError("RISE masks the input and takes no target_layer")
+        super().__init__(model, None, upsample=upsample)
+        self.masks = positive("masks", masks)
+        self.cells = positive("cells", cells)
+        if not 0 < probability <= 1:
+            raise OptionError(f"probability must be in (0, 1], not {probability!r}")
+        self.probability = probability
+        self.batch_size = positive("batch_size", batch_size)
+        self.seed = seed
+        self.progress = progress
+
+    def _explain(self, x: Tensor, requested: Tensor | None) -> Evidence:
+        size = (x.shape[2], x.shape[3])
+        generator = torch.Generator().manual_seed(self.seed)
+        with torch.inference_mode():
+            logits = class_scores(self.model(x))
+            targets = choose_targets(logits, requested)
+            saliency = x.new_zeros(x.shape[0], *size)
+            for start in tqdm(
+                range(0, self.masks, self.batch_size), desc="RISE", disable=not self.progress
+            ):
+                count = min(self.batch_size, self.masks - start)
+                masks = rise_masks(count, size, self.cells, self.probability, generator).to(x)
+                for image in range(x.shape[0]):
+                    probabilities = class_scores(self.model(x[image] * masks[:, None])).softmax(1)
+                    weights = probabilities[:, targets[image]]
+                    saliency[image] += torch.einsum("n,nhw->hw", weights, masks)
+            saliency /= self.masks * self.probability
+        return Evidence(logits, targets, saliency)

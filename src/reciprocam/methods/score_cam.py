@@ -1,0 +1,76 @@
+"""Score-CAM (Wang et al. 2020), as Algorithm 1 of the paper defines it.
+
+Each channel k of the target layer's activations A is upsampled to the input size (bilinear,
+align_corners=True as pytorch-grad-cam does; the paper does not specify), min-max normalised to
+a mask H_k (a constant channel gives a zero mask), and the model scores the masked input
+x * H_k. The weights are the softmax over channels of the masked inputs' logits,
+alpha_k^c = softmax_k(y^c(x * H_k)) (the paper's baseline score y^c(x_b) cancels in it), and
+the map is ReLU(sum_k alpha_k^c A_k). Every class comes from the same forward passes.
+
+Cost: one forward pass per channel (512 on ResNet-18's layer4), `batch_size` masked inputs at a
+time, so memory stays bounded whatever the number of channels.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from .._model import class_scores
+from ..layers import LayerSpecs, TargetLayer
+from ..options import positive
+from .feature_maps import FeatureMapExplainer, Fuse
+
+
+def channel_masks(channels: Tensor, size: tuple[int, int]) -> Tensor:
+    """(n, H, W) masks in [0, 1] from (n, h, w) channels: upsampled, then min-max normalised."""
+    upsampled = F.interpolate(channels[:, None], size=size, mode="bilinear", align_corners=True)
+    flat = upsampled.flatten(1)
+    low = flat.amin(dim=1, keepdim=True)
+    spread = flat.amax(dim=1, keepdim=True) - low
+    masks = torch.where(spread > 0, (flat - low) / torch.where(spread > 0, spread, 1.0), 0.0)
+    return masks.view(-1, *size)
+
+
+class ScoreCAM(FeatureMapExplainer):
+    """Score-CAM: channels weighted by the scores of the input they mask; no gradients.
+
+    Args:
+        batch_size: masked inputs per forward pass (default 32).
+        progress: show a progress bar.
+    """
+
+    uses_gradients: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layer: LayerSpecs = None,
+        *,
+        batch_size: int = 32,
+        progress: bool = False,
+        fuse: Fuse = "mean",
+        upsample: bool = True,
+    ) -> None:
+        super().__init__(model, target_layer, fuse=fuse, upsample=upsample)
+        self.batch_size = positive("batch_size", batch_size)
+        self.progress = progress
+
+    def _layer_maps(
+        self, x: Tensor, logits: Tensor, targets: Tensor, layer: TargetLayer,
+        activations: Tensor, gradients: Tensor | None,
+    ) -> Tensor:  # fmt: skip
+        batch, channels = activations.shape[:2]
+        size = (x.shape[2], x.shape[3])
+        scores = logits.new_empty(batch, channels, logits.shape[1])
+        chunks = [(b, s) for b in range(batch) for s in range(0, channels, self.batch_size)]
+        for image, start in tqdm(chunks, desc="Score-CAM", disable=not self.progress):
+            stop = min(start + self.batch_size, channels)
+            masks = channel_masks(activations[image, start:stop], size)
+            scores[image, start:stop] = class_scores(self.model(x[image] * masks[:, None]))
+        weights = scores.softmax(dim=1)  # over channels, for every class
+        return torch.relu(torch.einsum("bkn,bkhw->bnhw", weights, activations))
