@@ -10,6 +10,7 @@ of class c is sum_i softmax(f(x * M_i))_c M_i / (masks * probability). Masks are
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,22 +24,42 @@ from ..layers import LayerSpecs
 from ..options import positive
 
 
-def rise_masks(
-    count: int, size: tuple[int, int], cells: int, probability: float, generator: torch.Generator
-) -> Tensor:
-    """(count, H, W) RISE masks in [0, 1]."""
-    height, width = size
-    cell = (math.ceil(height / cells), math.ceil(width / cells))
-    grid = (torch.rand(count, 1, cells, cells, generator=generator) < probability).float()
-    larger = ((cells + 1) * cell[0], (cells + 1) * cell[1])
-    upsampled = F.interpolate(grid, size=larger, mode="bilinear", align_corners=False)[:, 0]
-    rows = torch.randint(0, cell[0], (count,), generator=generator).tolist()
-    columns = torch.randint(0, cell[1], (count,), generator=generator).tolist()
-    crops = [
-        upsampled[i, dy : dy + height, dx : dx + width]
-        for i, (dy, dx) in enumerate(zip(rows, columns, strict=True))
-    ]
-    return torch.stack(crops)
+@dataclass(frozen=True)
+class MaskDraws:
+    """The random part of RISE masks, drawn at once (small), so masks do not depend on batching."""
+
+    grids: Tensor  # (M, 1, cells, cells) cells kept (1) or not (0)
+    offsets: Tensor  # (M, 2) the crop's row and column offsets
+
+    @staticmethod
+    def draw(
+        count: int, size: tuple[int, int], cells: int, probability: float, seed: int
+    ) -> MaskDraws:
+        generator = torch.Generator().manual_seed(seed)
+        cell = _cell(size, cells)
+        grids = (torch.rand(count, 1, cells, cells, generator=generator) < probability).float()
+        offsets = torch.stack(
+            [torch.randint(0, side, (count,), generator=generator) for side in cell], dim=1
+        )
+        return MaskDraws(grids, offsets)
+
+    def masks(self, start: int, stop: int, size: tuple[int, int]) -> Tensor:
+        """(stop - start, H, W) masks in [0, 1]: grids upsampled bilinearly, then cropped."""
+        cells = self.grids.shape[-1]
+        cell = _cell(size, cells)
+        larger = ((cells + 1) * cell[0], (cells + 1) * cell[1])
+        grids = self.grids[start:stop]
+        upsampled = F.interpolate(grids, size=larger, mode="bilinear", align_corners=False)[:, 0]
+        height, width = size
+        crops = [
+            upsampled[i, dy : dy + height, dx : dx + width]
+            for i, (dy, dx) in enumerate(self.offsets[start:stop].tolist())
+        ]
+        return torch.stack(crops)
+
+
+def _cell(size: tuple[int, int], cells: int) -> tuple[int, int]:
+    return math.ceil(size[0] / cells), math.ceil(size[1] / cells)
 
 
 class RISE(Explainer):
@@ -80,7 +101,7 @@ class RISE(Explainer):
 
     def _explain(self, x: Tensor, requested: Tensor | None) -> Evidence:
         size = (x.shape[2], x.shape[3])
-        generator = torch.Generator().manual_seed(self.seed)
+        draws = MaskDraws.draw(self.masks, size, self.cells, self.probability, self.seed)
         with torch.inference_mode():
             logits = class_scores(self.model(x))
             targets = choose_targets(logits, requested)
@@ -88,8 +109,8 @@ class RISE(Explainer):
             for start in tqdm(
                 range(0, self.masks, self.batch_size), desc="RISE", disable=not self.progress
             ):
-                count = min(self.batch_size, self.masks - start)
-                masks = rise_masks(count, size, self.cells, self.probability, generator).to(x)
+                stop = min(start + self.batch_size, self.masks)
+                masks = draws.masks(start, stop, size).to(x)
                 for image in range(x.shape[0]):
                     probabilities = class_scores(self.model(x[image] * masks[:, None])).softmax(1)
                     weights = probabilities[:, targets[image]]
