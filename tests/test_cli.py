@@ -12,7 +12,7 @@ import torch
 from helpers import build
 from PIL import Image
 
-from reciprocam import ReciproCAM, ViTReciproCAM
+from reciprocam import ReciproCAM, ViTReciproCAM, explainer
 from reciprocam.cli import main
 from reciprocam.images import load_image
 from reciprocam.zoo import load_model
@@ -205,7 +205,7 @@ def test_usage_errors_exit_with_2(capsys):
         main(["explain", "x.jpg", "--method", "nomethod"])
     assert raised.value.code == 2
     assert (
-        "argument --method: unknown method 'nomethod'; choose one of reciprocam, vit-reciprocam"
+        "argument --method: unknown method 'nomethod'; choose one of reciprocam, vit-reciprocam,"
         in capsys.readouterr().err
     )
     with pytest.raises(SystemExit) as raised:
@@ -327,3 +327,34 @@ def test_vit_reciprocam_on_a_cnn_says_what_is_supported(photos, tmp_path, capsys
     assert err.strip().startswith(
         "reciprocam: error: ResNet is not a supported vision transformer; ViT-ReciproCAM supports"
     )
+
+
+@pytest.mark.parametrize("method", ["gradcam", "Grad-CAM++", "eigencam", "guided-gradcam"])
+def test_baseline_methods_from_the_command_line(photos, tmp_path, capsys, method):
+    code, out, err = run(
+        capsys, "explain", photos / "third.jpg", "--method", method, "--output", tmp_path,
+        *model_args(photos),
+    )  # fmt: skip
+    assert code == 0, err
+    name = reciprocam_name(method)
+    saved = np.load(tmp_path / f"third_{name}.npy")
+    loaded = load_model("resnet18", checkpoint=photos / "resnet18.pt")
+    tensor, _ = loaded.preprocessing(load_image(photos / "third.jpg"))
+    expected = explainer(method, loaded.model)(tensor[None])[0]
+    np.testing.assert_allclose(saved, expected.numpy(), atol=1e-5)
+    assert f"with {name}" in out
+
+
+def reciprocam_name(method):
+    from reciprocam.registry import canonical_name
+
+    return canonical_name(method)
+
+
+def test_options_that_do_not_apply_to_a_method(photos, tmp_path, capsys):
+    code, _, err = run(
+        capsys, "explain", photos / "third.jpg", "--method", "gradcam", "--score", "logit",
+        "--output", tmp_path, *model_args(photos),
+    )  # fmt: skip
+    assert code == 1
+    assert err.strip() == "reciprocam: error: --score does not apply to gradcam"

@@ -6,6 +6,7 @@ Names are matched ignoring case, spaces, '-' and '_', with "plusplus" or a final
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from torch import nn
@@ -79,11 +80,32 @@ def canonical_name(name: str) -> str:
     return registered
 
 
+def method_for(name: str, model: nn.Module) -> str:
+    """The registered method `name` means for `model` ("reciprocam" on a transformer: ViT's)."""
+    key = canonical_name(name)
+    if key == "reciprocam" and find_layout(model) is not None:
+        return "vit-reciprocam"
+    return key
+
+
+def method_options(name: str) -> list[str]:
+    """The keyword options of method `name`."""
+    parameters = inspect.signature(_METHODS[canonical_name(name)]).parameters.values()
+    return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
+
+
 def explainer(
     name: str, model: nn.Module, target_layer: LayerSpecs = None, **options: Any
 ) -> Explainer:
-    """Build method `name` for `model` ("reciprocam" on a vision transformer: ViT-ReciproCAM)."""
-    key = canonical_name(name)
-    if key == "reciprocam" and find_layout(model) is not None:
-        key = "vit-reciprocam"
+    """Build method `name` for `model` ("reciprocam" on a vision transformer: ViT-ReciproCAM).
+
+    Options are the method's keyword arguments; one it does not take is an OptionError.
+    """
+    key = method_for(name, model)
+    accepted = method_options(key)
+    unknown = [option for option in options if option not in accepted]
+    if unknown:
+        raise OptionError(
+            f"{key} takes no option '{unknown[0]}'; its options are {', '.join(accepted)}"
+        )
     return _METHODS[key](model, target_layer, **options)

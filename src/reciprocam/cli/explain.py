@@ -12,9 +12,8 @@ import matplotlib
 from ..errors import OptionError
 from ..images import find_images
 from ..photos import SkippedPhoto, class_index, explain_photos
-from ..registry import canonical_name, methods
+from ..registry import canonical_name, method_for, method_options, methods
 from ..registry import explainer as build_explainer
-from ..vit import find_layout
 from ..zoo import DEMO_MODEL, load_model
 from .common import add_run_options, device_from, report
 
@@ -113,20 +112,20 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--score",
         choices=("softmax", "logit"),
-        default="softmax",
-        help="class score of each masked copy (default: softmax, as in the paper)",
+        help="(reciprocam) class score of each masked copy (default: softmax, as in the paper)",
     )
     parser.add_argument(
         "--mask",
         choices=("pixel", "token", "gaussian"),
-        help="spatial mask: one position (pixel, token: the same) or the 3x3 gaussian"
-        " (default: the method's: pixel for CNNs, gaussian for transformers, as in the papers)",
+        help="(reciprocam) spatial mask: one position (pixel, token: the same) or the 3x3"
+        " gaussian (default: pixel for CNNs, gaussian for transformers, as in the papers)",
     )
     parser.add_argument(
         "--batch-size",
         metavar="N",
         type=_positive,
-        help="masked copies per forward pass (default: as many as fit in 256 MiB)",
+        help="(reciprocam, scorecam, ablationcam, rise, smooth-gradcam++) inputs or copies per"
+        " forward pass (default: the method's)",
     )
     parser.add_argument(
         "--top",
@@ -170,12 +169,23 @@ def run(arguments: argparse.Namespace) -> int:
         )
     target = class_index(arguments.target_class, loaded.categories)
     model = loaded.model.to(device)
-    options = {"score": arguments.score, "batch_size": arguments.batch_size}
-    if arguments.mask is not None:
-        vit = arguments.method == "vit-reciprocam" or find_layout(model) is not None
-        one_position = "token" if vit else "pixel"  # the two methods' names for the same mask
-        options["mask"] = one_position if arguments.mask in ("pixel", "token") else arguments.mask
-    explainer = build_explainer(arguments.method, model, arguments.target_layer, **options)
+    method = method_for(arguments.method, model)
+    options = {
+        name: value
+        for name, value in (
+            ("score", arguments.score),
+            ("mask", arguments.mask),
+            ("batch_size", arguments.batch_size),
+        )
+        if value is not None
+    }
+    if options.get("mask") in ("pixel", "token"):  # the two methods' names for the same mask
+        options["mask"] = "token" if method == "vit-reciprocam" else "pixel"
+    for name in options:
+        if name not in method_options(method):
+            flag = "--" + name.replace("_", "-")
+            raise OptionError(f"{flag} does not apply to {method}")
+    explainer = build_explainer(method, model, arguments.target_layer, **options)
     skipped = 0
     with explainer:
         results = explain_photos(
