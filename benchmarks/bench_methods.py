@@ -79,7 +79,8 @@ def timings(repeats: int) -> list[dict[str, object]]:
 
         runs = {"inference": inference, "ours": lambda x=x, cam=ours: cam(x)}
         if PAIRS[name] is not None:
-            runs["pytorch-grad-cam"] = peer(name, model, model.layer4)
+            explain = peer(name, model, model.layer4)
+            runs["pytorch-grad-cam"] = lambda x=x, explain=explain: explain(x)
         slow = name in SLOW
         seconds = time_interleaved(runs, 1 if slow else repeats, warmup=0 if slow else 1)
         row: dict[str, object] = {"method": name, "model": architecture}
@@ -92,24 +93,40 @@ def timings(repeats: int) -> list[dict[str, object]]:
 
 
 PEAK = """
-import json, resource, sys, torch, torchvision
+import json, sys, threading, time, torch, torchvision
+
+def rss_mib():
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * 4096 / 2**20
+
 torch.manual_seed(0)
 model = torchvision.models.resnet18().eval()
 x = torch.randn(1, 3, 224, 224)
 with torch.inference_mode():
     model(x)
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 which, batch = sys.argv[1], int(sys.argv[2])
 if which == "ours":
     import reciprocam
-    reciprocam.ScoreCAM(model, batch_size=batch)(x)
+    cam = reciprocam.ScoreCAM(model, batch_size=batch)
+    run = lambda: cam(x)
 else:
     import pytorch_grad_cam as pgc
     cam = pgc.ScoreCAM(model, target_layers=[model.layer4])
     cam.batch_size = batch
-    cam(x, targets=None)
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({"peak_mib": (after - before) / 1024}))
+    run = lambda: cam(x, targets=None)
+before, peak, done = rss_mib(), [0.0], threading.Event()
+
+def watch():
+    while not done.is_set():
+        peak[0] = max(peak[0], rss_mib())
+        time.sleep(0.002)
+
+watcher = threading.Thread(target=watch)
+watcher.start()
+run()
+done.set()
+watcher.join()
+print(json.dumps({"peak_mib": peak[0] - before}))
 """
 
 

@@ -22,9 +22,13 @@ from tqdm import tqdm
 
 from .._model import class_scores
 from ..layers import LayerSpecs, TargetLayer, run_tapped, sole_path_problem
-from ..options import positive
+from ..options import positive_or_none
 from .feature_maps import FeatureMapExplainer, Fuse
 from .gradient_cams import safe_divide
+from .reciprocam import rows_per_pass
+
+# Copies per pass when each runs the whole network.
+_WHOLE_NETWORK_BATCH = 32
 
 
 def ablate(output: Tensor, layer: TargetLayer, channels: Tensor) -> Tensor:
@@ -42,7 +46,8 @@ class AblationCAM(FeatureMapExplainer):
     """Ablation-CAM: channels weighted by the relative drop of the class score without them.
 
     Args:
-        batch_size: ablated copies per forward pass (default 64).
+        batch_size: ablated copies per forward pass; None runs as many as fit in 256 MiB when
+            only the head runs (the layers before it run once per pass), else 32.
         progress: show a progress bar.
     """
 
@@ -53,13 +58,13 @@ class AblationCAM(FeatureMapExplainer):
         model: nn.Module,
         target_layer: LayerSpecs = None,
         *,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         progress: bool = False,
         fuse: Fuse = "mean",
         upsample: bool = True,
     ) -> None:
         super().__init__(model, target_layer, fuse=fuse, upsample=upsample)
-        self.batch_size = positive("batch_size", batch_size)
+        self.batch_size = positive_or_none("batch_size", batch_size)
         self.progress = progress
         self._head_only: dict[str, bool] = {}
 
@@ -79,9 +84,14 @@ class AblationCAM(FeatureMapExplainer):
         batch, channels = activations.shape[:2]
         ablated = logits.new_empty(batch, channels, logits.shape[1])
         head_only = self._head_only[layer.name]
-        chunks = [(b, s) for b in range(batch) for s in range(0, channels, self.batch_size)]
+        step = self.batch_size or (
+            rows_per_pass(None, activations[0].numel() * activations.element_size())
+            if head_only
+            else _WHOLE_NETWORK_BATCH
+        )
+        chunks = [(b, s) for b in range(batch) for s in range(0, channels, step)]
         for image, start in tqdm(chunks, desc="Ablation-CAM", disable=not self.progress):
-            indices = torch.arange(start, min(start + self.batch_size, channels), device=x.device)
+            indices = torch.arange(start, min(start + step, channels), device=x.device)
             # Head only: the image's own output, copied; else each copy runs the whole network.
             source = x[image : image + 1]
             inputs = source if head_only else source.expand(len(indices), *source.shape[1:])
