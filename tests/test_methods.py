@@ -408,6 +408,15 @@ def test_every_method_leaves_the_model_unchanged(name):
     assert_unchanged(model, before)
 
 
+@pytest.mark.parametrize("name", ["gradcam", "fullgrad", "guided-backprop", "smooth-gradcam++"])
+def test_inputs_made_in_inference_mode(resnet18, name):
+    with torch.inference_mode():
+        x = seeded((1, 3, 64, 64))
+    normal = seeded((1, 3, 64, 64))
+    cam = reciprocam.explainer(name, resnet18)
+    torch.testing.assert_close(cam(x), cam(normal))
+
+
 def test_forward_heavy_methods_keep_their_batches_bounded():
     model = SmallResNet().eval()
     sizes = []

@@ -91,3 +91,8 @@ def same_output(a: Tensor, b: Tensor) -> bool:
     """Whether two model outputs agree up to float rounding of differently batched passes."""
     tolerance = max(1e-4, 16 * torch.finfo(b.dtype).eps)
     return torch.allclose(a, b, rtol=tolerance, atol=tolerance * float(b.abs().max()) + 1e-12)
+
+
+def differentiable(x: Tensor) -> Tensor:
+    """A copy of x that requires grad, whatever x is (even a tensor made in inference mode)."""
+    return x.detach().clone().requires_grad_(True)

@@ -17,7 +17,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from .._model import class_scores
+from .._model import class_scores, differentiable
 from ..explainer import (
     Evidence,
     Explainer,
@@ -90,7 +90,7 @@ class FeatureMapExplainer(Explainer):
                 taps.enter_context(LayerTap(layer, recorder(index)))
             if gradients:
                 with torch.enable_grad():
-                    logits = class_scores(self.model(x.detach().requires_grad_(True)))
+                    logits = class_scores(self.model(differentiable(x)))
                     targets = choose_targets(logits, requested)
                     score = logits.gather(1, targets[:, None]).sum()
                     grads = torch.autograd.grad(score, outputs)

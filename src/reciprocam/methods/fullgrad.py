@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._model import class_scores
+from .._model import class_scores, differentiable
 from ..errors import ModelError, OptionError
 from ..explainer import Evidence, Explainer, choose_targets
 from ..layers import LayerSpecs, TargetLayer, removing
@@ -74,7 +74,7 @@ class FullGrad(Explainer):
 
         hooks = [layer.module.register_forward_hook(record) for layer in self.target_layers or []]
         with removing(*hooks), torch.enable_grad():
-            inputs = x.detach().requires_grad_(True)
+            inputs = differentiable(x)
             logits = class_scores(self.model(inputs))
             targets = choose_targets(logits, requested)
             score = logits.gather(1, targets[:, None]).sum()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from ..explainer import Evidence
 from ..layers import LayerSpecs, TargetLayer
@@ -112,6 +113,7 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
         std: standard deviation of the Gaussian noise, in the model's input units (default 0.3).
         batch_size: noisy copies per forward and backward pass (default 16).
         seed: seed of the noise, so results are reproducible.
+        progress: show a progress bar.
     """
 
     def __init__(
@@ -123,6 +125,7 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
         std: float = 0.3,
         batch_size: int = 16,
         seed: int = 0,
+        progress: bool = False,
         fuse: Fuse = "mean",
         upsample: bool = True,
     ) -> None:
@@ -131,6 +134,7 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
         self.batch_size = positive("batch_size", batch_size)
         self.std = std
         self.seed = seed
+        self.progress = progress
 
     def noise(self, x: Tensor) -> Tensor:
         """The (B * samples, C, H, W) noise added to x, image-major, from `seed`."""
@@ -144,7 +148,8 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
         noisy = x.repeat_interleave(self.samples, dim=0) + self.noise(x)
         repeated = targets.repeat_interleave(self.samples)
         moments = [torch.zeros((3, *a.shape), dtype=a.dtype, device=a.device) for a in activations]
-        for start in range(0, noisy.shape[0], self.batch_size):
+        starts = range(0, noisy.shape[0], self.batch_size)
+        for start in tqdm(starts, desc="Smooth Grad-CAM++", disable=not self.progress):
             stop = min(start + self.batch_size, noisy.shape[0])
             _, gradients, _, _ = self._tapped_pass(
                 layers, noisy[start:stop], repeated[start:stop], gradients=True

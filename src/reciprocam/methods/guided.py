@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._model import class_scores
+from .._model import class_scores, differentiable
 from ..errors import OptionError
 from ..explainer import Evidence, Explainer, choose_targets
 from ..layers import LayerSpecs, removing
@@ -50,7 +50,7 @@ def guided_gradients(
     """The guided input gradients (B, C, H, W) of the targets, the logits and the targets."""
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
     with removing(*(m.register_forward_hook(_guide) for m in relus)), torch.enable_grad():
-        inputs = x.detach().requires_grad_(True)
+        inputs = differentiable(x)
         logits = class_scores(model(inputs))
         targets = choose_targets(logits, requested)
         (gradients,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), inputs)

@@ -8,7 +8,8 @@ alpha_k^c = softmax_k(y^c(x * H_k)) (the paper's baseline score y^c(x_b) cancels
 the map is ReLU(sum_k alpha_k^c A_k). Every class comes from the same forward passes.
 
 Cost: one forward pass per channel (512 on ResNet-18's layer4), `batch_size` masked inputs at a
-time, so memory stays bounded whatever the number of channels.
+time, so memory stays bounded whatever the number of channels; constant channels (dead ReLUs)
+all mask the input to zero and share one pass.
 """
 
 from __future__ import annotations
@@ -67,10 +68,15 @@ class ScoreCAM(FeatureMapExplainer):
         batch, channels = activations.shape[:2]
         size = (x.shape[2], x.shape[3])
         scores = logits.new_empty(batch, channels, logits.shape[1])
-        chunks = [(b, s) for b in range(batch) for s in range(0, channels, self.batch_size)]
-        for image, start in tqdm(chunks, desc="Score-CAM", disable=not self.progress):
-            stop = min(start + self.batch_size, channels)
-            masks = channel_masks(activations[image, start:stop], size)
-            scores[image, start:stop] = class_scores(self.model(x[image] * masks[:, None]))
+        # A constant channel masks the whole input to zero: one pass scores them all.
+        flat = activations.amax(dim=(2, 3)) == activations.amin(dim=(2, 3))
+        if bool(flat.any()):
+            scores[flat] = class_scores(self.model(torch.zeros_like(x[:1])))[0]
+        varying = [(b, torch.nonzero(~flat[b])[:, 0]) for b in range(batch)]
+        step = self.batch_size
+        chunks = [(b, k[s : s + step]) for b, k in varying for s in range(0, len(k), step)]
+        for image, indices in tqdm(chunks, desc="Score-CAM", disable=not self.progress):
+            masks = channel_masks(activations[image, indices], size)
+            scores[image, indices] = class_scores(self.model(x[image] * masks[:, None]))
         weights = scores.softmax(dim=1)  # over channels, for every class
         return torch.relu(torch.einsum("bkn,bkhw->bnhw", weights, activations))
