@@ -85,7 +85,9 @@ def timings(repeats: int) -> list[dict[str, object]]:
             explain = peer(name, model, model.layer4)
             runs["pytorch-grad-cam"] = lambda x=x, explain=explain: explain(x)
         slow = name in SLOW
-        seconds = time_interleaved(runs, 1 if slow else repeats, warmup=0 if slow else 1)
+        seconds = time_interleaved(
+            runs, 1 if slow else repeats, warmup=0 if slow else 1, settle=not slow
+        )
         row: dict[str, object] = {"method": name, "model": architecture}
         for key in ("ours", "pytorch-grad-cam"):
             if key in seconds:

@@ -36,15 +36,21 @@ def machine() -> dict[str, object]:
 
 
 def time_interleaved(
-    runs: dict[str, Callable[[], object]], repeats: int, warmup: int = 2
+    runs: dict[str, Callable[[], object]], repeats: int, warmup: int = 2, settle: bool = False
 ) -> dict[str, float]:
-    """Median seconds per call of each function, timed in turn so drifts hit all alike."""
+    """Median seconds per call of each function, timed in turn so drifts hit all alike.
+
+    `settle` runs each function once, untimed, right before each timed call, so no call pays
+    for the caches and allocator state the previous function left (for fast functions).
+    """
     for _ in range(warmup):
         for run in runs.values():
             run()
     samples: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):
         for name, run in runs.items():
+            if settle:
+                run()
             start = time.perf_counter()
             run()
             if torch.cuda.is_available():
