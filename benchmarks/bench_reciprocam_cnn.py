@@ -13,7 +13,7 @@ import argparse
 
 import torch
 import torchvision
-from common import machine, time_interleaved, write_results
+from common import ratio_rows, report_batches, time_interleaved
 
 from reciprocam import ReciproCAM
 
@@ -47,29 +47,8 @@ def main() -> None:
             "reciprocam (generic path)": lambda x=x, cam=generic: cam(x),
             "pytorch-grad-cam GradCAM": lambda x=x, cam=gradcam: cam(x, targets=None),
         }
-        seconds = time_interleaved(runs, arguments.repeats)
-        for name, value in seconds.items():
-            rows.append(
-                {
-                    "batch": batch,
-                    "method": name,
-                    "seconds": value,
-                    "ratio": value / seconds["inference"],
-                }
-            )
-    info = machine()
-    print(
-        f"ResNet-50, 224x224, {info['cpu']}, {info['torch_threads']} threads, torch {info['torch']}"
-    )
-    print("| batch | method | time per batch | ratio to inference |")
-    print("|---|---|---|---|")
-    for row in rows:
-        milliseconds = row["seconds"] * 1000
-        print(f"| {row['batch']} | {row['method']} | {milliseconds:.0f} ms | {row['ratio']:.2f}x |")
-    path = write_results(
-        "reciprocam_cnn", {"model": "resnet50", "input": [3, 224, 224], "rows": rows}
-    )
-    print(f"wrote {path}")
+        rows += ratio_rows(batch, time_interleaved(runs, arguments.repeats))
+    report_batches("ResNet-50, 224x224", "reciprocam_cnn", "resnet50", rows)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import argparse
 
 import torch
 import torchvision
-from common import machine, time_interleaved, write_results
+from common import ratio_rows, report_batches, time_interleaved
 
 from reciprocam import ViTReciproCAM
 
@@ -53,21 +53,8 @@ def main() -> None:
             "vit-reciprocam (generic path)": lambda x=x, cam=generic: cam(x),
             "pytorch-grad-cam GradCAM": lambda x=x, cam=gradcam: cam(x, targets=None),
         }
-        seconds = time_interleaved(runs, arguments.repeats, warmup=1)
-        for name, value in seconds.items():
-            ratio = value / seconds["inference"]
-            rows.append({"batch": batch, "method": name, "seconds": value, "ratio": ratio})
-    info = machine()
-    print(
-        f"vit_b_16, 224x224, {info['cpu']}, {info['torch_threads']} threads, torch {info['torch']}"
-    )
-    print("| batch | method | time per batch | ratio to inference |")
-    print("|---|---|---|---|")
-    for row in rows:
-        milliseconds = row["seconds"] * 1000
-        print(f"| {row['batch']} | {row['method']} | {milliseconds:.0f} ms | {row['ratio']:.2f}x |")
-    payload = {"model": "vit_b_16", "input": [3, 224, 224], "rows": rows}
-    print(f"wrote {write_results('vit_reciprocam', payload)}")
+        rows += ratio_rows(batch, time_interleaved(runs, arguments.repeats, warmup=1))
+    report_batches("vit_b_16, 224x224", "vit_reciprocam", "vit_b_16", rows)
 
 
 if __name__ == "__main__":

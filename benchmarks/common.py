@@ -65,3 +65,24 @@ def write_results(name: str, payload: dict[str, object]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **payload}, indent=2) + "\n")
     return path
+
+
+def report_batches(title: str, name: str, model: str, rows: list[dict[str, object]]) -> None:
+    """Print per-batch rows (batch, method, seconds, ratio) as a table and save them as JSON."""
+    info = machine()
+    print(f"{title}, {info['cpu']}, {info['torch_threads']} threads, torch {info['torch']}")
+    print("| batch | method | time per batch | ratio to inference |")
+    print("|---|---|---|---|")
+    for row in rows:
+        milliseconds = float(str(row["seconds"])) * 1000
+        print(f"| {row['batch']} | {row['method']} | {milliseconds:.0f} ms | {row['ratio']:.2f}x |")
+    payload = {"model": model, "input": [3, 224, 224], "rows": rows}
+    print(f"wrote {write_results(name, payload)}")
+
+
+def ratio_rows(batch: int, seconds: dict[str, float]) -> list[dict[str, object]]:
+    """One row per timed function: its seconds and its ratio to "inference"."""
+    return [
+        {"batch": batch, "method": name, "seconds": value, "ratio": value / seconds["inference"]}
+        for name, value in seconds.items()
+    ]
