@@ -1,4 +1,4 @@
-"""The `reciprocam` command: `explain` photos with a model, or run the offline `demo`."""
+"""The `reciprocam` command: `explain` photos, `evaluate` methods on a dataset, or the `demo`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import ReciproCAMError
-from . import demo, explain
+from . import demo, evaluate, explain
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"reciprocam {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     explain.add_parser(commands)
+    evaluate.add_parser(commands)
     demo.add_parser(commands)
     return parser
 

