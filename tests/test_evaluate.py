@@ -314,12 +314,15 @@ def test_target_label_explains_the_folder_classes(dataset: Path, tmp_path: Path,
         (["--metrics", "drop,iou"], "unknown metric 'iou'"),
         (["--metrics", "pointing_game"], "pointing_game needs ground truth; give --boxes"),
         (["--boxes", "missing.json"], "cannot read the boxes"),
+        (["--boxes", "elsewhere.json"], "its keys must be paths relative to --data, such as '2/"),
         (["--model", "resnet"], "unknown model 'resnet'"),
     ],
 )
 def test_user_mistakes_give_one_line_and_exit_code_1(
     dataset: Path, tmp_path: Path, capsys, extra: list[str], message: str
 ) -> None:
+    (tmp_path / "elsewhere.json").write_text('{"other/image.png": [[0, 0, 1, 1]]}')
+    extra = [str(tmp_path / e) if e.endswith(".json") else e for e in extra]
     args = arguments(dataset, tmp_path / "out", *extra)
     if "--model" in extra:  # the checkpoint is for resnet18
         args = args[:5] + args[9:]

@@ -16,6 +16,7 @@ from ..evaluation import (
     EvaluationSettings,
     GroundTruth,
     ResultStore,
+    Sample,
     evaluate,
     read_dataset,
     summarize_rows,
@@ -160,19 +161,11 @@ def add_parser(commands: Any) -> None:
 
 def run(arguments: argparse.Namespace) -> int:
     device = local_device(device_from(arguments))
-    ground_truth = (
-        None
-        if arguments.boxes is None and arguments.masks is None
-        else GroundTruth.mask_folder(arguments.masks)
-        if arguments.masks is not None
-        else None
-    )
     with process_group(device) as shard:
         torch.manual_seed(arguments.seed)
         loaded = _load(arguments)
-        if arguments.boxes is not None:
-            ground_truth = GroundTruth.read_boxes(arguments.boxes, loaded.categories)
         samples = read_dataset(arguments.data, loaded.categories)
+        ground_truth = _ground_truth(arguments, loaded, samples)
         settings = EvaluationSettings(
             methods=_methods(arguments.methods),
             metrics=tuple(_metrics(arguments.metrics, ground_truth is not None)),
@@ -234,6 +227,22 @@ def _load(arguments: argparse.Namespace) -> LoadedModel:
     return loaded
 
 
+def _ground_truth(
+    arguments: argparse.Namespace, loaded: LoadedModel, samples: list[Sample]
+) -> GroundTruth | None:
+    if arguments.masks is not None:
+        return GroundTruth.mask_folder(arguments.masks)
+    if arguments.boxes is None:
+        return None
+    truth = GroundTruth.read_boxes(arguments.boxes, loaded.categories)
+    if truth.boxes is not None and not {sample.key for sample in samples} & set(truth.boxes):
+        raise OptionError(
+            f"no image of {arguments.data} has boxes in {arguments.boxes}; its keys must be"
+            f" paths relative to --data, such as '{samples[0].key}'"
+        )
+    return truth
+
+
 def _methods(text: str) -> tuple[str, ...]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     if [name.lower() for name in names] == ["all"]:
@@ -277,7 +286,7 @@ def _report(
     output: Path,
     store: ResultStore,
     settings: EvaluationSettings,
-    samples: list[Any],
+    samples: list[Sample],
     loaded: LoadedModel,
     identity: dict[str, Any],
 ) -> None:
