@@ -26,7 +26,7 @@ from PIL import Image
 from reciprocam.cli import main
 from reciprocam.evaluation import GroundTruth, Sample, read_dataset
 from reciprocam.images import load_image
-from reciprocam.metrics import MetricSuite, boxes_to_mask, summarize
+from reciprocam.metrics import MetricOptions, MetricSuite, boxes_to_mask, summarize
 from reciprocam.registry import explainer as build_explainer
 from reciprocam.zoo import Preprocessing, load_model
 
@@ -133,7 +133,7 @@ def test_the_summary_equals_the_library_on_the_same_images(dataset: Path, evalua
     truth = GroundTruth.read_boxes(dataset / "boxes.json", loaded.categories)
     for method in ("reciprocam", "gradcam"):
         with build_explainer(method, loaded.model) as explainer:
-            suite = MetricSuite("all", explainer=explainer, steps=STEPS)
+            suite = MetricSuite("all", explainer=explainer, options=MetricOptions(steps=STEPS))
             for sample, image in zip(samples, images, strict=True):  # one at a time, as the CLI
                 explanation = explainer.explain(image[None])
                 target = int(explanation.targets[0])

@@ -26,6 +26,7 @@ from reciprocam.metrics import (
     EnergyPointingGame,
     IncreaseInConfidence,
     Insertion,
+    MetricOptions,
     MetricSuite,
     PointingGame,
     boxes_to_mask,
@@ -292,8 +293,10 @@ def test_batch_size_does_not_change_values(resnet18: nn.Module) -> None:
     images = seeded((3, 3, 32, 32), seed=5)
     maps = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(6))
     with GradCAM(resnet18) as explainer:
-        one = MetricSuite("all", explainer=explainer, batch_size=1, step=128)
-        many = MetricSuite("all", explainer=explainer, batch_size=64, step=128)
+        one = MetricSuite("all", explainer=explainer, options=MetricOptions(batch_size=1, step=128))
+        many = MetricSuite(
+            "all", explainer=explainer, options=MetricOptions(batch_size=64, step=128)
+        )
         truth = maps > 0.7
         for suite in (one, many):
             suite.update(images, maps, ground_truth=truth)
@@ -335,7 +338,7 @@ def test_reciprocam_metrics_on_a_real_architecture(resnet18: nn.Module) -> None:
     images = seeded((2, 3, 64, 64), seed=8)
     with ReciproCAM(resnet18) as explainer:
         explanation = explainer.explain(images)
-        suite = MetricSuite("paper", explainer=explainer, step=256)
+        suite = MetricSuite("paper", explainer=explainer, options=MetricOptions(step=256))
         values = suite.update(images, explanation.maps, explanation.targets)
         # Coherency from the definition: ReciproCAM run again on E for the same classes.
         again = explainer(images * explanation.maps[:, None], explanation.targets)
@@ -389,7 +392,7 @@ def test_metrics_leave_the_model_unchanged(resnet18: nn.Module) -> None:
     try:
         images = seeded((1, 3, 32, 32))
         with GradCAM(resnet18) as explainer:
-            MetricSuite("all", explainer=explainer, step=512).update(
+            MetricSuite("all", explainer=explainer, options=MetricOptions(step=512)).update(
                 images, torch.rand(1, 32, 32), ground_truth=torch.ones(1, 32, 32)
             )
         assert_unchanged(resnet18, before)

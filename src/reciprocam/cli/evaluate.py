@@ -25,7 +25,7 @@ from ..evaluation import (
 )
 from ..evaluation.distributed import local_device, process_group
 from ..evaluation.report import REPORT_FILE, table_cells
-from ..metrics import metric_info, metric_names, resolve_metric_names
+from ..metrics import MetricOptions, metric_info, metric_names, resolve_metric_names
 from ..registry import canonical_name, methods
 from ..zoo import LoadedModel, load_model
 from .common import add_model_options, add_run_options, device_from, positive_integer
@@ -169,14 +169,16 @@ def run(arguments: argparse.Namespace) -> int:
         settings = EvaluationSettings(
             methods=_methods(arguments.methods),
             metrics=tuple(_metrics(arguments.metrics, ground_truth is not None)),
+            options=MetricOptions(
+                batch_size=arguments.metric_batch_size,
+                step=arguments.step,
+                steps=arguments.steps,
+                substrate=arguments.substrate,
+                start=arguments.start,
+                tolerance=arguments.tolerance,
+            ),
             target=arguments.target,
-            step=arguments.step,
-            steps=arguments.steps,
-            substrate=arguments.substrate,
-            start=arguments.start,
-            tolerance=arguments.tolerance,
             batch_size=arguments.batch_size,
-            metric_batch_size=arguments.metric_batch_size,
             report_images=arguments.report_images,
             model=_model_identity(arguments, loaded),
         )

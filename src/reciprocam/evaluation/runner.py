@@ -20,7 +20,7 @@ from tqdm import tqdm
 from ..errors import ImageError
 from ..explainer import Explainer, Explanation
 from ..images import load_image
-from ..metrics import MetricSuite
+from ..metrics import MetricOptions, MetricSuite
 from ..registry import explainer as build_explainer
 from ..registry import method_for
 from ..zoo import LoadedModel
@@ -33,31 +33,26 @@ from .store import ResultRow, ResultStore
 class EvaluationSettings:
     """What to run and how.
 
-    methods / metrics: canonical names. target: "prediction" (each image's top-1, Poppi et
-    al.) or "label" (the dataset's). step / steps / substrate / start: Deletion and
-    Insertion's options; tolerance: the Pointing Game's. batch_size: images per explanation;
-    metric_batch_size: images per forward pass inside the metrics. report_images: how many
-    images (the first ones) keep their maps for the report.
+    methods / metrics: canonical names. options: the metrics' settings. target: "prediction"
+    (each image's top-1, Poppi et al.) or "label" (the dataset's). batch_size: images per
+    explanation. report_images: how many images (the first ones) keep their maps for the
+    report. model: what identifies the model (name, weights, checkpoint digest, input size).
     """
 
     methods: tuple[str, ...]
     metrics: tuple[str, ...]
+    options: MetricOptions = field(default_factory=MetricOptions)
     target: str = "prediction"
-    step: int | None = None
-    steps: int | None = None
-    substrate: str = "zeros"
-    start: str = "blur"
-    tolerance: int = 0
     batch_size: int = 1
-    metric_batch_size: int = 32
     report_images: int = 8
     model: dict[str, Any] = field(default_factory=dict)
 
     def identity(self) -> dict[str, Any]:
         """The settings that decide the results (batch sizes and the report's do not)."""
         settings = asdict(self)
-        for name in ("batch_size", "metric_batch_size", "report_images"):
+        for name in ("batch_size", "report_images"):
             del settings[name]
+        del settings["options"]["batch_size"]
         return settings
 
 
@@ -85,16 +80,7 @@ def evaluate(
         name: build_explainer(method_for(name, model), model) for name in settings.methods
     }
     suites = {
-        name: MetricSuite(
-            settings.metrics,
-            explainer=explainer,
-            batch_size=settings.metric_batch_size,
-            step=settings.step,
-            steps=settings.steps,
-            substrate=settings.substrate,
-            start=settings.start,
-            tolerance=settings.tolerance,
-        )
+        name: MetricSuite(settings.metrics, explainer=explainer, options=settings.options)
         for name, explainer in explainers.items()
     }
     bar = tqdm(

@@ -15,6 +15,7 @@ from .pointing import EnergyPointingGame, PointingGame, boxes_to_mask
 from .suite import (
     ADCC_MEAN_OF_IMAGES,
     PAPER_METRICS,
+    MetricOptions,
     MetricSuite,
     metric_info,
     metric_names,
@@ -36,6 +37,7 @@ __all__ = [
     "Insertion",
     "Metric",
     "MetricInfo",
+    "MetricOptions",
     "MetricSuite",
     "PointingGame",
     "adcc",

@@ -8,6 +8,7 @@ on per-image values read back from a file.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
@@ -102,13 +103,28 @@ def resolve_metric_names(names: str | Iterable[str]) -> list[str]:
     return [name for name in _METRICS if name in chosen]
 
 
+@dataclass(frozen=True)
+class MetricOptions:
+    """The metrics' settings.
+
+    batch_size: images per forward pass. step / steps / substrate / start: Deletion and
+    Insertion's (see `Deletion`, `Insertion`). tolerance: the Pointing Game's.
+    """
+
+    batch_size: int = 32
+    step: int | None = None
+    steps: int | None = None
+    substrate: str = "zeros"
+    start: str = "blur"
+    tolerance: int = 0
+
+
 class MetricSuite:
     """Several metrics measured on the same batches.
 
     names: metric names (see `resolve_metric_names`).
     model: the scored model (default: the explainer's); explainer: re-run by Coherency/ADCC.
-    batch_size: images per forward pass. step / steps / substrate / start: Deletion and
-    Insertion's options. tolerance: the Pointing Game's.
+    options: the metrics' settings.
     """
 
     def __init__(
@@ -117,12 +133,7 @@ class MetricSuite:
         *,
         model: nn.Module | None = None,
         explainer: Explainer | None = None,
-        batch_size: int = 32,
-        step: int | None = None,
-        steps: int | None = None,
-        substrate: str = "zeros",
-        start: str = "blur",
-        tolerance: int = 0,
+        options: MetricOptions = MetricOptions(),
     ) -> None:
         self.names = resolve_metric_names(names)
         model = model if model is not None else getattr(explainer, "model", None)
@@ -134,16 +145,21 @@ class MetricSuite:
             raise OptionError(f"{needs_model[0]} needs the model")
         scored = cast(nn.Module, model)
         rerun = cast(Explainer, explainer)
-        causal: dict[str, Any] = {"step": step, "steps": steps, "batch_size": batch_size}
+        batch_size = options.batch_size
+        causal: dict[str, Any] = {
+            "step": options.step,
+            "steps": options.steps,
+            "batch_size": batch_size,
+        }
         builders: dict[str, Any] = {
             "average_drop": lambda: AverageDrop(scored, batch_size=batch_size),
             "increase_in_confidence": lambda: IncreaseInConfidence(scored, batch_size=batch_size),
-            "deletion": lambda: Deletion(scored, substrate=substrate, **causal),
-            "insertion": lambda: Insertion(scored, start=start, **causal),
+            "deletion": lambda: Deletion(scored, substrate=options.substrate, **causal),
+            "insertion": lambda: Insertion(scored, start=options.start, **causal),
             "coherency": lambda: Coherency(rerun, batch_size=batch_size),
             "complexity": Complexity,
             "adcc": lambda: ADCC(rerun, model=scored, batch_size=batch_size),
-            "pointing_game": lambda: PointingGame(tolerance=tolerance),
+            "pointing_game": lambda: PointingGame(tolerance=options.tolerance),
             "energy_pointing_game": EnergyPointingGame,
         }
         self.metrics: dict[str, Metric] = {name: builders[name]() for name in self.names}
