@@ -283,7 +283,7 @@ def test_a_different_run_in_the_same_folder_is_refused(
     changed = arguments(dataset, output, "--metrics", "complexity", "--substrate", "blur")
     code, _, err = run(capsys, *changed)
     assert code == 1
-    assert "holds the results of a different run (substrate differ)" in err
+    assert "holds the results of a different run (options.substrate differ)" in err
     assert len(err.strip().splitlines()) == 1
 
 

@@ -100,11 +100,8 @@ class ResultStore:
                 )
                 return
         if found[0] != key:
-            stored = json.loads(found[1])
-            settings = json.loads(json.dumps(settings))  # tuples as the stored lists
-            differ = sorted(
-                name for name in {*stored, *settings} if stored.get(name) != settings.get(name)
-            )
+            # JSON both, so tuples compare equal to the stored lists.
+            differ = _differences(json.loads(found[1]), json.loads(json.dumps(settings)))
             raise InputError(
                 f"{self.path.parent} holds the results of a different run ({', '.join(differ)}"
                 " differ); choose another --output, or delete that folder to start over"
@@ -194,6 +191,17 @@ class ResultStore:
             self._connection.execute("ROLLBACK")
             raise
         self._connection.execute("COMMIT")
+
+
+def _differences(stored: Any, given: Any, prefix: str = "") -> list[str]:
+    """The dotted names of the settings that differ ("options.step")."""
+    if not isinstance(stored, dict) or not isinstance(given, dict):
+        return [] if stored == given else [prefix.rstrip(".")]
+    return [
+        difference
+        for name in sorted({*stored, *given})
+        for difference in _differences(stored.get(name), given.get(name), f"{prefix}{name}.")
+    ]
 
 
 def _blob(values: np.ndarray | None, dtype: type) -> bytes | None:
