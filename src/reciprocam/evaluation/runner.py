@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -76,26 +77,34 @@ def evaluate(
         for sample in shard.take(samples)
         if any((sample.key, method) not in done for method in settings.methods)
     ]
-    explainers = {
-        name: build_explainer(method_for(name, model), model) for name in settings.methods
-    }
-    suites = {
-        name: MetricSuite(settings.metrics, explainer=explainer, options=settings.options)
-        for name, explainer in explainers.items()
-    }
-    bar = tqdm(
-        total=len(todo) * len(settings.methods),
-        unit="explanation",
-        desc=f"rank {shard.rank}" if shard.world > 1 else "evaluating",
-        disable=None if progress and shard.is_main else True,
-    )
-    with bar:
+    with ExitStack() as stack:
+        explainers = {
+            name: stack.enter_context(build_explainer(method_for(name, model), model))
+            for name in settings.methods
+        }
+        suites = {
+            name: MetricSuite(settings.metrics, explainer=explainer, options=settings.options)
+            for name, explainer in explainers.items()
+        }
+        bar = stack.enter_context(
+            tqdm(
+                total=len(todo) * len(settings.methods),
+                unit="explanation",
+                desc=f"rank {shard.rank}" if shard.world > 1 else "evaluating",
+                disable=None if progress and shard.is_main else True,
+            )
+        )
+        warm: set[str] = set()
         for start in range(0, len(todo), settings.batch_size):
             chunk = todo[start : start + settings.batch_size]
             images, kept, failed = _load(chunk, loaded, settings)
             store.write([], failed)
             for name in settings.methods:
                 pending = [i for i, sample in enumerate(kept) if (sample.key, name) not in done]
+                if pending and name not in warm:
+                    # The first call resolves the layers and warms the kernels: not timed.
+                    explainers[name].explain(images[pending[:1]].to(device))
+                    warm.add(name)
                 if pending:
                     rows = _evaluate_method(
                         name,
@@ -110,8 +119,6 @@ def evaluate(
                     )
                     store.write(rows)
                 bar.update(len(chunk))
-    for explainer in explainers.values():
-        explainer.close()
 
 
 def _load(
