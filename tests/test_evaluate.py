@@ -202,11 +202,15 @@ def test_a_rerun_resumes_without_duplicates(dataset: Path, tmp_path: Path, capsy
     assert run(capsys, *args)[0] == 0
     complete = rows(output)
     assert len(complete) == 12
+    kept = "SELECT image, method, seconds FROM results WHERE image NOT LIKE 'pear/%'"
     with sqlite3.connect(output / "evaluation.sqlite") as connection:
         connection.execute("DELETE FROM results WHERE image LIKE 'pear/%' OR method = 'gradcam'")
+        untouched = connection.execute(kept).fetchall()
     code, out, _ = run(capsys, *args)
     assert code == 0
     assert_same_rows(rows(output), complete)
+    with sqlite3.connect(output / "evaluation.sqlite") as connection:
+        assert set(untouched) <= set(connection.execute(kept).fetchall())  # not redone
     assert "evaluated 6 of 7 images" in out
 
 
