@@ -1,0 +1,5 @@
+"""Data whose evidence is known, for checking where explanation maps point.
+
+shapes: the Shapes dataset generator (one class-deciding shape among distractors, with its
+mask); models: a small CNN and ViT trained on it, whose weights ship with the package.
+"""
