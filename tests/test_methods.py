@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+import torchvision
 from helpers import assert_unchanged, build, seeded, snapshot
 from oracle import minmax
 from torch import nn
@@ -105,6 +106,15 @@ def test_cam_refuses_a_head_that_is_not_pooling_and_one_linear_layer():
         CAM(TinyNet(head="square").eval(), "relu")(seeded((1, 3, 8, 8)))
     with pytest.raises(ModelError, match="use Grad-CAM"):
         CAM(build("vgg11"), "features")(seeded((1, 3, 64, 64)))
+    # A linear layer that takes the pooled width but is not the classifier (a ViT's MLP, 96 ->
+    # 192, beside a 4-class head) is passed over, not compared with the logits.
+    vit = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=1, num_heads=2, hidden_dim=96, mlp_dim=192,
+        num_classes=4,
+    ).eval()  # fmt: skip
+    torch.nn.init.normal_(vit.heads.head.weight)  # torchvision starts it at zero
+    with pytest.raises(ModelError, match="use Grad-CAM"):
+        CAM(vit)(seeded((1, 3, 32, 32)))
 
 
 def test_grad_cam_by_hand_on_a_squared_pooling_head():

@@ -34,7 +34,11 @@ class CAM(FeatureMapExplainer):
         pooled = activations[0].mean(dim=(2, 3))
         linear = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
         for module in reversed(linear):
-            if module.in_features == pooled.shape[1] and same_output(module(pooled), logits):
+            if (
+                module.in_features == pooled.shape[1]
+                and module.out_features == logits.shape[1]
+                and same_output(module(pooled), logits)
+            ):
                 self._classifier = module
                 return layers
         raise ModelError(
