@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from reciprocam import ReciproCAMError
 from reciprocam.explainer import Evidence, Explainer, choose_targets
-from reciprocam.metrics import MetricOptions, MetricSuite, metric_info
+from reciprocam.metrics import PAPER_METRICS, MetricOptions, MetricSuite, metric_info
 from reciprocam.registry import explainer as build_explainer
 from reciprocam.registry import method_for, methods
 from reciprocam.synthetic.models import shapes_model
@@ -144,16 +144,7 @@ def main() -> int:
 
 
 def print_table(kind: str, scores: dict[str, dict[str, float]]) -> None:
-    columns = [
-        *LOCALISATION,
-        "average_drop",
-        "increase_in_confidence",
-        "deletion",
-        "insertion",
-        "coherency",
-        "complexity",
-        "adcc",
-    ]
+    columns = [*LOCALISATION, *PAPER_METRICS]
     labels = ["PG", "EPG", "IoU", *(metric_info(c).label for c in columns[3:])]
     print(f"\n{kind}: | method | " + " | ".join(labels) + " | s/img |")
     for name, values in scores.items():

@@ -137,7 +137,7 @@ def test_the_summary_equals_the_library_on_the_same_images(dataset: Path, evalua
             for sample, image in zip(samples, images, strict=True):  # one at a time, as the CLI
                 explanation = explainer.explain(image[None])
                 target = int(explanation.targets[0])
-                mask = truth.mask(sample, load_image(sample.path), target, preprocessing)
+                mask = truth.mask(sample, load_image(sample.path).size, target, preprocessing)
                 objects = (
                     torch.zeros(1, SIZE, SIZE, dtype=torch.bool) if mask is None else mask[None]
                 )
@@ -378,16 +378,18 @@ def test_ground_truth_follows_the_preprocessing_geometry(tmp_path: Path) -> None
     sample = Sample("photo.png", tmp_path / "photo.png")
     boxes = GroundTruth(boxes={"photo.png": {1: [[32, 0, 63, 63]]}})
     # No crop: the right half of the 32 x 32 input.
-    mask = boxes.mask(sample, photo, 1, Preprocessing(resize=32, crop=32))
+    mask = boxes.mask(sample, photo.size, 1, Preprocessing(resize=32, crop=32))
     assert torch.equal(mask, boxes_to_mask([(16, 0, 31, 31)], (32, 32)))
     # The centre 32 x 32 of the photo: its columns 32..47 are the input's 16..31.
-    mask = boxes.mask(sample, photo, 1, Preprocessing(resize=64, crop=32))
+    mask = boxes.mask(sample, photo.size, 1, Preprocessing(resize=64, crop=32))
     assert torch.equal(mask, boxes_to_mask([(16, 0, 31, 31)], (32, 32)))
-    assert boxes.mask(sample, photo, 0, Preprocessing(resize=32, crop=32)) is None
+    assert boxes.mask(sample, photo.size, 0, Preprocessing(resize=32, crop=32)) is None
     masks = tmp_path / "masks"
     masks.mkdir()
     drawn = np.zeros((64, 64), dtype=np.uint8)
     drawn[:, 32:] = 255
     Image.fromarray(drawn).save(masks / "photo.png")
-    found = GroundTruth.mask_folder(masks).mask(sample, photo, 0, Preprocessing(resize=32, crop=32))
+    found = GroundTruth.mask_folder(masks).mask(
+        sample, photo.size, 0, Preprocessing(resize=32, crop=32)
+    )
     assert torch.equal(found, boxes_to_mask([(16, 0, 31, 31)], (32, 32)))

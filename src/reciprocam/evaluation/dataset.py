@@ -138,10 +138,10 @@ class GroundTruth:
         return GroundTruth(masks=path)
 
     def mask(
-        self, sample: Sample, image: Image.Image, target: int, preprocessing: Preprocessing
+        self, sample: Sample, size: tuple[int, int], target: int, preprocessing: Preprocessing
     ) -> Tensor | None:
         """(crop, crop) bool mask of the target's objects as the model sees them, or None
-        when the image has no object of that class."""
+        when the image has no object of that class; `size` is the photo's (width, height)."""
         if self.masks is not None:
             found = [
                 p
@@ -154,10 +154,10 @@ class GroundTruth:
                 drawn = load_image(found[0]).convert("L").point(lambda v: 255 if v else 0)
             except ImageError as error:
                 raise InputError(f"the mask of {sample.key}: {error}") from None
-            if drawn.size != image.size:
+            if drawn.size != size:
                 raise InputError(
                     f"the mask {found[0]} is {drawn.size[0]}x{drawn.size[1]} but its image is"
-                    f" {image.size[0]}x{image.size[1]}"
+                    f" {size[0]}x{size[1]}"
                 )
         else:
             assert self.boxes is not None
@@ -165,7 +165,7 @@ class GroundTruth:
             boxes = entry.get(target, []) if isinstance(entry, dict) else entry
             if not boxes:
                 return None
-            drawn = Image.new("L", image.size, 0)
+            drawn = Image.new("L", size, 0)
             draw = ImageDraw.Draw(drawn)
             for x_min, y_min, x_max, y_max in boxes:
                 draw.rectangle((x_min, y_min, x_max, y_max), fill=255)  # bounds inclusive

@@ -30,7 +30,6 @@ from ..zoo import Preprocessing
 from .dataset import Sample
 from .store import ResultRow
 
-SUMMARY_FILES = ("summary.md", "summary.csv", "summary.json")
 REPORT_FILE = "report.html"
 
 

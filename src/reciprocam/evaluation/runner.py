@@ -97,7 +97,7 @@ def evaluate(
         warm: set[str] = set()
         for start in range(0, len(todo), settings.batch_size):
             chunk = todo[start : start + settings.batch_size]
-            images, kept, failed = _load(chunk, loaded, settings)
+            images, kept, sizes, failed = _load(chunk, loaded, settings)
             store.write([], failed)
             for name in settings.methods:
                 pending = [i for i, sample in enumerate(kept) if (sample.key, name) not in done]
@@ -111,6 +111,7 @@ def evaluate(
                         explainers[name],
                         suites[name],
                         [kept[i] for i in pending],
+                        [sizes[i] for i in pending],
                         images[pending].to(device),
                         loaded,
                         settings,
@@ -123,9 +124,10 @@ def evaluate(
 
 def _load(
     chunk: Sequence[Sample], loaded: LoadedModel, settings: EvaluationSettings
-) -> tuple[Tensor, list[Sample], dict[str, str]]:
-    """The batch's preprocessed images, the samples they are, and why the others were not."""
-    tensors, kept, failed = [], [], {}
+) -> tuple[Tensor, list[Sample], list[tuple[int, int]], dict[str, str]]:
+    """The batch's preprocessed images, the samples they are, their photos' (width, height),
+    and why the others were not read."""
+    tensors, kept, sizes, failed = [], [], [], {}
     for sample in chunk:
         if settings.target == "label" and sample.label is None:
             failed[sample.key] = "no label (--target label needs one for every image)"
@@ -137,8 +139,9 @@ def _load(
             continue
         tensors.append(loaded.preprocessing(image)[0])
         kept.append(sample)
+        sizes.append(image.size)
     images = torch.stack(tensors) if tensors else torch.zeros(0)
-    return images, kept, failed
+    return images, kept, sizes, failed
 
 
 def _evaluate_method(
@@ -146,6 +149,7 @@ def _evaluate_method(
     explainer: Explainer,
     suite: MetricSuite,
     samples: Sequence[Sample],
+    sizes: Sequence[tuple[int, int]],
     images: Tensor,
     loaded: LoadedModel,
     settings: EvaluationSettings,
@@ -158,7 +162,7 @@ def _evaluate_method(
     chosen = explanation.targets.tolist()
     truth = None
     if suite.needs_ground_truth:
-        truth = _ground_truth_masks(samples, chosen, loaded, ground_truth, images.shape[-1])
+        truth = _ground_truth_masks(samples, sizes, chosen, loaded, ground_truth, images.shape[-1])
         truth = truth.to(images.device)
     suite.reset()
     values = suite.update(images, explanation.maps, explanation.targets, truth)
@@ -204,6 +208,7 @@ def _timed_explanation(
 
 def _ground_truth_masks(
     samples: Sequence[Sample],
+    sizes: Sequence[tuple[int, int]],
     targets: Sequence[int],
     loaded: LoadedModel,
     ground_truth: GroundTruth | None,
@@ -213,8 +218,8 @@ def _ground_truth_masks(
     masks = torch.zeros(len(samples), size, size, dtype=torch.bool)
     if ground_truth is None:
         return masks
-    for index, (sample, target) in enumerate(zip(samples, targets, strict=True)):
-        mask = ground_truth.mask(sample, load_image(sample.path), target, loaded.preprocessing)
+    for index, (sample, photo, target) in enumerate(zip(samples, sizes, targets, strict=True)):
+        mask = ground_truth.mask(sample, photo, target, loaded.preprocessing)
         if mask is not None:
             masks[index] = mask
     return masks
