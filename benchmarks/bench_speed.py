@@ -10,7 +10,9 @@ ratio the paper gives as about 148x, and Score-CAM's peak memory in fresh proces
 
     python benchmarks/bench_speed.py [--repeats 5] [--models resnet50,vit_b_16] [--slow-at-8]
 
-Writes benchmarks/results/speed.json and the plot benchmarks/results/speed.png.
+Writes benchmarks/results/speed.json and the plot benchmarks/results/speed.png. Each measured
+row is also kept in results/speed.partial.jsonl until the end, so a rerun after an interruption
+measures only what is missing.
 """
 
 from __future__ import annotations
@@ -91,11 +93,18 @@ def peer(name: str, model: nn.Module) -> Callable[[Tensor], object] | None:
     layer = pgc_layer(model)
     reshape = {"reshape_transform": tokens_to_grid} if vit else {}
     if kind in ("GuidedBackpropReLUModel", "GuidedGradCAM"):
-        guided = pgc.GuidedBackpropReLUModel(copy.deepcopy(model), device="cpu")
+        guided_model = pgc.GuidedBackpropReLUModel(copy.deepcopy(model), device="cpu")
+
+        def guided(x: Tensor) -> list[object]:
+            # It explains one image per call (it indexes the output's first row).
+            return [guided_model(image[None]) for image in x]
+
         if kind == "GuidedBackpropReLUModel":
-            return lambda x: guided(x)
+            return guided
         cam = pgc.GradCAM(model, target_layers=[layer])  # their usage example's composition
-        return lambda x: guided(x) * cam(x, targets=None)[0][..., None]
+        return lambda x: [
+            g * m[..., None] for g, m in zip(guided(x), cam(x, targets=None), strict=True)
+        ]
     layers = [] if kind == "FullGrad" else [layer]
     explainer = getattr(pgc, kind)(model, target_layers=layers, **reshape)
     if kind in ("ScoreCAM", "AblationCAM"):
@@ -103,26 +112,58 @@ def peer(name: str, model: nn.Module) -> Callable[[Tensor], object] | None:
     return lambda x: explainer(x, targets=None)
 
 
+PARTIAL = RESULTS / "speed.partial.jsonl"
+
+
+def measured() -> dict[tuple[object, ...], dict[str, object]]:
+    """The rows an interrupted run already measured, by (source, model, batch, method)."""
+    if not PARTIAL.exists():
+        return {}
+    rows = [json.loads(line) for line in PARTIAL.read_text().splitlines() if line.strip()]
+    return {key(row): row for row in rows}
+
+
+def key(row: dict[str, object]) -> tuple[object, ...]:
+    return (row.get("source"), row["model"], row["batch"], row["method"])
+
+
+def record(row: dict[str, object]) -> None:
+    """Print a measured row and keep it, so that a rerun after an interruption skips it."""
+    print(row, flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    with PARTIAL.open("a") as partial:
+        partial.write(json.dumps(row) + "\n")
+
+
 def timings(model_name: str, batch: int, repeats: int, slow: bool) -> list[dict[str, object]]:
     """Ratios to inference of every method on `model_name` for a batch of `batch` images."""
     torch.manual_seed(0)
     model = torchvision.models.get_model(model_name).eval()
     x = torch.randn(batch, 3, 224, 224)
+    done = measured()
     rows = []
     for name in PAIRS:
         if name in SLOW and not slow:
             continue
+        if ("torch", model_name, batch, name) in done:
+            rows.append(done["torch", model_name, batch, name])
+            continue
         options: dict[str, int] = {"masks": RISE_MASKS} if name == "rise" else {}
         if name in ("scorecam", "rise"):
             options["batch_size"] = 32  # as pgc's; Ablation-CAM sizes its passes itself
-        row: dict[str, object] = {"model": model_name, "batch": batch, "method": name}
+        row: dict[str, object] = {
+            "source": "torch",
+            "model": model_name,
+            "batch": batch,
+            "method": name,
+        }
         try:
             ours = reciprocam.explainer(name, model, **options)
             ours(x[:1])  # resolve the layers outside the timing
         except reciprocam.ReciproCAMError as error:
             row["unsupported"] = str(error)
             rows.append(row)
-            print(row, flush=True)
+            record(row)
             continue
 
         def inference(x: Tensor = x, model: nn.Module = model) -> object:
@@ -142,7 +183,7 @@ def timings(model_name: str, batch: int, repeats: int, slow: bool) -> list[dict[
                 row[key] = seconds[key] / seconds["inference"]
         row["inference_seconds"] = seconds["inference"]
         rows.append(row)
-        print(row, flush=True)
+        record(row)
     return rows
 
 
@@ -180,9 +221,18 @@ def openvino_xai(model_name: str, batch: int, repeats: int) -> dict[str, object]
     python = OPENVINO_XAI_VENV / "bin" / "python"
     if not python.exists():
         return None
+    method = "VITRECIPROCAM" if model_name.startswith("vit") else "RECIPROCAM"
+    row: dict[str, object] = {
+        "source": "openvino",
+        "model": model_name,
+        "batch": batch,
+        "method": method.lower(),
+    }
+    done = measured()
+    if key(row) in done:
+        return done[key(row)]
     torch.manual_seed(0)
     model = torchvision.models.get_model(model_name).eval()
-    method = "VITRECIPROCAM" if model_name.startswith("vit") else "RECIPROCAM"
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "model.onnx"
         with warnings.catch_warnings():
@@ -200,14 +250,13 @@ def openvino_xai(model_name: str, batch: int, repeats: int) -> dict[str, object]
             capture_output=True,
             text=True,
         )
-    row: dict[str, object] = {"model": model_name, "batch": batch, "method": method.lower()}
     if result.returncode != 0:
         row["failed"] = result.stderr.strip().splitlines()[-1] if result.stderr else "failed"
     else:
         times = json.loads(result.stdout.strip().splitlines()[-1])
         row["openvino_xai"] = times["explain"] / times["inference"]
         row["inference_seconds"] = times["inference"]
-    print(row, flush=True)
+    record(row)
     return row
 
 
@@ -343,6 +392,7 @@ def main() -> None:
         "score_cam_memory": memory,
     }
     print(f"wrote {write_results('speed', payload)} and {RESULTS / 'speed.png'}")
+    PARTIAL.unlink()
 
 
 if __name__ == "__main__":
