@@ -31,6 +31,7 @@ from .methods import (
     ViTReciproCAM,
     XGradCAM,
 )
+from .onnx import export_onnx
 from .registry import explainer, methods
 
 __version__ = "0.1.0"
@@ -64,6 +65,7 @@ __all__ = [
     "TargetLayer",
     "ViTReciproCAM",
     "XGradCAM",
+    "export_onnx",
     "__version__",
     "explainer",
     "methods",

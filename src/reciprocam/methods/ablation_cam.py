@@ -25,7 +25,7 @@ from ..layers import LayerSpecs, TargetLayer, run_tapped, sole_path_problem
 from ..options import positive_or_none
 from .feature_maps import FeatureMapExplainer, Fuse
 from .gradient_cams import safe_divide
-from .reciprocam import rows_per_pass
+from .reciprocam import automatic_rows
 
 # Copies per pass when each runs the whole network.
 _WHOLE_NETWORK_BATCH = 32
@@ -85,7 +85,7 @@ class AblationCAM(FeatureMapExplainer):
         ablated = logits.new_empty(batch, channels, logits.shape[1])
         head_only = self._head_only[layer.name]
         step = self.batch_size or (
-            rows_per_pass(None, activations[0].numel() * activations.element_size())
+            automatic_rows(activations[0].numel() * activations.element_size())
             if head_only
             else _WHOLE_NETWORK_BATCH
         )

@@ -14,7 +14,7 @@ map: S[c, i, j] = softmax(g(F_k))[c] (or the logit g(F_k)[c]), min-max normalise
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, TypeAlias
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,7 @@ from ..options import one_of, positive_or_none
 
 Score = Literal["softmax", "logit"]
 Mask = Literal["pixel", "gaussian"]
+BatchSize: TypeAlias = int | Literal["all"] | None
 
 _GAUSSIAN_3X3 = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
 # Automatic batch_size: as many masked copies per pass as fit in this many bytes.
@@ -55,8 +56,9 @@ class ReciproCAM(ClassScoreExplainer):
         score: "softmax" (the paper) or "logit" (what openvino_xai computes).
         mask: "pixel" (the paper's one-hot mask) or "gaussian" (the 3x3 variant).
         batch_size: masked copies per pass through the rest of the network; None picks as many
-            as fit in 256 MiB. With fewer than B*K, the layers before the target run again for
-            each extra pass (on one image), so memory stays bounded for any K and B.
+            as fit in 256 MiB, "all" runs every copy in one pass (as the exported ONNX graph
+            does). With fewer than B*K, the layers before the target run again for each extra
+            pass (on one image), so memory stays bounded for any K and B.
         upsample: True gives (B, H, W) maps at the input size, False at the feature size.
         fast_path: use the global-average-pooling shortcut where it is exact (see below);
             False forces the generic path.
@@ -75,7 +77,7 @@ class ReciproCAM(ClassScoreExplainer):
         *,
         score: Score = "softmax",
         mask: Mask = "pixel",
-        batch_size: int | None = None,
+        batch_size: BatchSize = None,
         upsample: bool = True,
         fast_path: bool = True,
     ) -> None:
@@ -128,27 +130,27 @@ class ReciproCAM(ClassScoreExplainer):
             nonlocal copies
             copies = _MaskedCopies(features, self.mask, self._uses_gap_shortcut, self.batch_size)
             unmasked = features.mean(dim=(2, 3), keepdim=True) if copies.pooled else features
-            return torch.cat([unmasked, copies.chunk(0)])
+            return torch.cat([unmasked, copies.rows(copies.passes[0])])
 
         output = run_tapped(self.model, x, layer, first_pass)
         assert copies is not None  # made by the tap during the first pass
         logits, masked_logits = output[:batch], [output[batch:]]
-        for index in range(1, copies.chunks):
+        for rows in copies.passes[1:]:
             # The features are known; one image is enough to run the layers before the target.
             masked_logits.append(
-                run_tapped(self.model, x[:1], layer, _replace_with(copies.chunk(index)))
+                run_tapped(self.model, x[:1], layer, _replace_with(copies.rows(rows)))
             )
         return logits, score_maps(torch.cat(masked_logits), self.score, batch, copies.size)
 
 
 class _MaskedCopies:
-    """The B*K masked copies of (B, C, H, W) features, image-major, made a chunk at a time.
+    """The B*K masked copies of (B, C, H, W) features, image-major, made a pass at a time.
 
     Copy r = b*K + k keeps image b's feature vector at position k: as a (C, H, W) map, or, when
     `pooled` (the GAP shortcut), as the (C, 1, 1) vector GAP would make of that map.
     """
 
-    def __init__(self, features: Tensor, mask: Mask, pooled: bool, chunk_size: int | None) -> None:
+    def __init__(self, features: Tensor, mask: Mask, pooled: bool, batch_size: BatchSize) -> None:
         batch, channels, height, width = features.shape
         self.size = (height, width)
         self.pooled = pooled
@@ -156,17 +158,13 @@ class _MaskedCopies:
         self._vectors = features.flatten(2)  # (B, C, K)
         self._masks = spatial_masks(height, width, mask, features)
         self._mass = self._masks.flatten(1).sum(dim=1) / self._positions  # sum(M_k) / K
-        self.total = batch * self._positions
         row_bytes = channels * features.element_size() * (1 if pooled else self._positions)
-        self.chunk_size = rows_per_pass(chunk_size, row_bytes)
-        self.chunks = -(-self.total // self.chunk_size)
-
-    def chunk(self, index: int) -> Tensor:
-        """Copies [index * chunk_size, (index + 1) * chunk_size) as one batch."""
-        start = index * self.chunk_size
-        rows = torch.arange(
-            start, min(start + self.chunk_size, self.total), device=self._vectors.device
+        self.passes = row_passes(
+            batch * self._positions, rows_per_pass(batch_size, row_bytes), features.device
         )
+
+    def rows(self, rows: Tensor) -> Tensor:
+        """The copies numbered `rows`, as one batch."""
         image, position = rows // self._positions, rows % self._positions
         centre = self._vectors[image, :, position]  # (n, C): the vector each copy keeps
         if self.pooled:
@@ -178,10 +176,11 @@ def _replace_with(rows: Tensor) -> Callable[[Tensor], Tensor]:
     return lambda _: rows
 
 
-def check_options(*, score: str, batch_size: int | None) -> None:
+def check_options(*, score: str, batch_size: BatchSize) -> None:
     """Raise OptionError for a score or batch_size the ReciproCAM methods do not take."""
     one_of("score", score, ("softmax", "logit"))
-    positive_or_none("batch_size", batch_size)
+    if batch_size != "all":
+        positive_or_none("batch_size", batch_size)
 
 
 def score_maps(masked_logits: Tensor, score: Score, batch: int, size: tuple[int, int]) -> Tensor:
@@ -193,6 +192,27 @@ def score_maps(masked_logits: Tensor, score: Score, batch: int, size: tuple[int,
     return by_position.reshape(batch, -1, height, width)
 
 
-def rows_per_pass(batch_size: int | None, row_bytes: int) -> int:
-    """`batch_size`, or as many copies of `row_bytes` each as fit the automatic budget."""
-    return batch_size or max(1, _AUTO_BATCH_BYTES // row_bytes)
+def rows_per_pass(batch_size: BatchSize, row_bytes: int) -> int | None:
+    """`batch_size`, None for "all", or as many copies of `row_bytes` as fit the budget."""
+    if batch_size == "all":
+        return None
+    return batch_size or automatic_rows(row_bytes)
+
+
+def automatic_rows(row_bytes: int) -> int:
+    """As many rows of `row_bytes` each as fit the automatic budget (at least one)."""
+    return max(1, _AUTO_BATCH_BYTES // row_bytes)
+
+
+def row_passes(total: int, per_pass: int | None, device: torch.device) -> list[Tensor]:
+    """The copy numbers [0, total) split into passes of `per_pass` (None: one pass).
+
+    One pass is `arange(total)` with no Python arithmetic on `total`, so it traces with a
+    symbolic batch size (the ONNX export's dynamic batch).
+    """
+    if per_pass is None or per_pass >= total:
+        return [torch.arange(total, device=device)]
+    return [
+        torch.arange(start, min(start + per_pass, total), device=device)
+        for start in range(0, total, per_pass)
+    ]

@@ -101,23 +101,54 @@ def _timm_parts(block: Any) -> BlockParts | None:
     )
 
 
+@dataclass(frozen=True)
+class KeptTokens:
+    """The tokens each of K masked copies keeps (weight != 0), first and in order, padded.
+
+    The tokens a copy drops collapse into one null token, whose attention logit gets
+    + log(dropped count). Made once per token grid, so the export traces it as constants.
+    """
+
+    weights: Tensor  # (K, N) token weights of each copy
+    index: Tensor  # (K, W) the kept tokens, W = the most any copy keeps
+    valid: Tensor  # (K, W) False where a row is padding
+    kept_weights: Tensor  # (K, W) their weights, 0 on padding
+    log_null: Tensor  # (K,) log of the dropped count (-inf if none)
+
+    @classmethod
+    def of(cls, weights: Tensor) -> KeptTokens:
+        kept = weights != 0
+        count = kept.sum(dim=1)
+        width = int(count.max())
+        index = torch.argsort((~kept).to(torch.int8), dim=1, stable=True)[:, :width]
+        valid = torch.arange(width, device=weights.device) < count[:, None]
+        return cls(
+            weights,
+            index,
+            valid,
+            weights.gather(1, index) * valid,
+            torch.log((weights.shape[1] - count).to(weights.dtype)),
+        )
+
+
 class MaskedBlock:
     """The block's output on masked copies of (B, N, D) input tokens, at the `queries` tokens.
 
-    `weights` (K, N) are the token weights of the K copies; `mask_residual` also scales the
-    skip connection by them (the openvino_xai variant), otherwise it stays unmasked (the paper).
+    `kept` gives the token weights of the K copies; `mask_residual` also scales the skip
+    connection by them (the openvino_xai variant), otherwise it stays unmasked (the paper).
     """
 
     def __init__(
         self,
         parts: BlockParts,
         tokens: Tensor,
-        weights: Tensor,
+        kept: KeptTokens,
         queries: int,
         mask_residual: bool,
     ) -> None:
         self.parts = parts
         self.tokens = tokens
+        self.kept = kept
         self.queries = queries
         self.mask_residual = mask_residual
         normed = parts.norm1(tokens)
@@ -125,34 +156,25 @@ class MaskedBlock:
         self.q0, self.k0, self.v0 = torch.split(normed @ parts.qkv_weight.T, attention_dim, dim=-1)
         bias = parts.qkv_bias if parts.qkv_bias is not None else tokens.new_zeros(3 * attention_dim)
         self.q_bias, self.k_bias, self.v_bias = torch.split(bias, attention_dim)
-        self.weights = weights
-        # The tokens each copy keeps (weight != 0), first, in order; the rest collapse into one.
-        kept = weights != 0
-        count = kept.sum(dim=1)
-        width = int(count.max())
-        self.active = torch.argsort((~kept).to(torch.int8), dim=1, stable=True)[:, :width]
-        self.valid = torch.arange(width, device=weights.device) < count[:, None]
-        self.active_weights = weights.gather(1, self.active) * self.valid
-        self.log_null = torch.log((weights.shape[1] - count).to(weights.dtype))  # -inf if none
 
     def __call__(self, image: Tensor, position: Tensor) -> Tensor:
         """(n, queries, D) block outputs of copies (image[i], position[i])."""
         parts, heads = self.parts, self.parts.heads
         n = image.shape[0]
-        query_weights = self.weights[position, : self.queries, None]  # (n, Q, 1)
+        kept = self.kept
+        query_weights = kept.weights[position, : self.queries, None]  # (n, Q, 1)
         q = query_weights * self.q0[image, : self.queries] + self.q_bias
-        active = self.active[position]
-        gather = image[:, None], active
-        active_weights = self.active_weights[position][..., None]
+        gather = image[:, None], kept.index[position]
+        active_weights = kept.kept_weights[position][..., None]
         k = active_weights * self.k0[gather] + self.k_bias
         v = active_weights * self.v0[gather] + self.v_bias
         q, k, v = (t.view(n, t.shape[1], heads, -1).transpose(1, 2) for t in (q, k, v))
         head_dim = q.shape[-1]
         logits = (q @ k.transpose(-2, -1)) * parts.scale
-        logits = logits.masked_fill(~self.valid[position][:, None, None, :], float("-inf"))
+        logits = logits.masked_fill(~kept.valid[position][:, None, None, :], float("-inf"))
         null_key = self.k_bias.view(heads, 1, head_dim)
         null_logit = (q * null_key).sum(-1, keepdim=True) * parts.scale
-        null_logit = null_logit + self.log_null[position].view(n, 1, 1, 1)
+        null_logit = null_logit + kept.log_null[position].view(n, 1, 1, 1)
         probabilities = torch.cat([logits, null_logit], dim=-1).softmax(dim=-1)
         null_value = self.v_bias.view(heads, 1, head_dim)
         mixed = probabilities[..., :-1] @ v + probabilities[..., -1:] * null_value

@@ -32,8 +32,16 @@ from ..vit import (
     target_block,
     token_grid,
 )
-from .reciprocam import Score, check_options, rows_per_pass, score_maps, spatial_masks
-from .vit_fast import BlockParts, MaskedBlock, block_parts
+from .reciprocam import (
+    BatchSize,
+    Score,
+    check_options,
+    row_passes,
+    rows_per_pass,
+    score_maps,
+    spatial_masks,
+)
+from .vit_fast import BlockParts, KeptTokens, MaskedBlock, block_parts
 
 TokenMask = Literal["gaussian", "token"]
 
@@ -62,7 +70,8 @@ class ViTReciproCAM(ClassScoreExplainer):
         cls_token: keep the prefix tokens in the masked copies (the paper) or zero them.
         mask_residual: also mask the block's skip connection (openvino_xai's variant).
         score: "softmax" (the paper) or "logit".
-        batch_size: masked copies per pass; None fits them in 256 MiB of activations.
+        batch_size: masked copies per pass; None fits them in 256 MiB of activations, "all"
+            runs every copy in one pass (as the exported ONNX graph does).
         upsample: maps at the input size (True) or the patch-grid size (False).
         fast_path: compute torchvision and timm blocks with the exact fast path (see
             `vit_fast`); False, or another block type, uses the generic batched path, in which
@@ -79,7 +88,7 @@ class ViTReciproCAM(ClassScoreExplainer):
         cls_token: bool = True,
         mask_residual: bool = False,
         score: Score = "softmax",
-        batch_size: int | None = None,
+        batch_size: BatchSize = None,
         upsample: bool = True,
         fast_path: bool = True,
     ) -> None:
@@ -99,6 +108,7 @@ class ViTReciproCAM(ClassScoreExplainer):
         self._grid: TokenGrid | None = None
         self._parts: BlockParts | None = None
         self._head_tokens = 0
+        self._kept: KeptTokens | None = None
 
     @property
     def uses_fast_path(self) -> bool:
@@ -113,6 +123,7 @@ class ViTReciproCAM(ClassScoreExplainer):
     def _resolve(self, image: Tensor) -> list[TargetLayer]:
         grid = token_grid(self.model, self.layout, self.block, image)
         self._grid = grid
+        self._kept = None
         self._parts = block_parts(self.layout.blocks[self.block]) if self.fast_path else None
         last = self.block == len(self.layout.blocks) - 1
         prefix_only = (
@@ -127,25 +138,33 @@ class ViTReciproCAM(ClassScoreExplainer):
     def _class_scores(self, x: Tensor) -> tuple[Tensor, Tensor]:
         grid = self._grid
         assert grid is not None  # read by _resolve
-        weights = token_weights(grid, self.mask, self.cls_token, x)
+        kept = self._kept_tokens(grid, x)
         block = self.layout.blocks[self.block]
         copies: _FastCopies | _GenericCopies
         if self._parts is not None:
-            copies = _FastCopies(self._parts, block, weights, self._head_tokens, self.mask_residual)
+            copies = _FastCopies(self._parts, block, kept, self._head_tokens, self.mask_residual)
         else:
             norm1 = self.layout.norm1(self.block)
-            copies = _GenericCopies(block, norm1, weights, self.mask_residual)
-        batch, total = x.shape[0], x.shape[0] * grid.patches
+            copies = _GenericCopies(block, norm1, kept.weights, self.mask_residual)
+        batch = x.shape[0]
         row_bytes = copies.tokens_per_copy(grid) * grid.dim * x.element_size() * _ACTIVATIONS
-        step = rows_per_pass(self.batch_size, row_bytes)
+        passes = row_passes(
+            batch * grid.patches, rows_per_pass(self.batch_size, row_bytes), x.device
+        )
         outputs = []
-        for start in range(0, total, step):
-            rows = torch.arange(start, min(start + step, total), device=x.device)
+        for index, rows in enumerate(passes):
             with removing(*copies.register(rows // grid.patches, rows % grid.patches)):
                 # After the first pass the block input is known: one image runs the layers before.
-                outputs.append(class_scores(self.model(x if start == 0 else x[:1])))
+                outputs.append(class_scores(self.model(x if index == 0 else x[:1])))
         logits, masked = outputs[0][:batch], [outputs[0][batch:], *outputs[1:]]
         return logits, score_maps(torch.cat(masked), self.score, batch, (grid.height, grid.width))
+
+    def _kept_tokens(self, grid: TokenGrid, like: Tensor) -> KeptTokens:
+        """The copies' token weights for the grid, made once per dtype and device."""
+        kept = self._kept
+        if kept is None or kept.weights.dtype != like.dtype or kept.weights.device != like.device:
+            kept = self._kept = KeptTokens.of(token_weights(grid, self.mask, self.cls_token, like))
+        return kept
 
 
 class _FastCopies:
@@ -155,11 +174,11 @@ class _FastCopies:
         self,
         parts: BlockParts,
         block: nn.Module,
-        weights: Tensor,
+        kept: KeptTokens,
         queries: int,
         mask_residual: bool,
     ) -> None:
-        self.parts, self.block, self.weights = parts, block, weights
+        self.parts, self.block, self.kept = parts, block, kept
         self.queries, self.mask_residual = queries, mask_residual
         self.masked: MaskedBlock | None = None
 
@@ -170,7 +189,7 @@ class _FastCopies:
         def replace_output(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> Tensor:
             if self.masked is None:  # the first pass: the batch's own output comes first
                 self.masked = MaskedBlock(
-                    self.parts, inputs[0], self.weights, self.queries, self.mask_residual
+                    self.parts, inputs[0], self.kept, self.queries, self.mask_residual
                 )
                 return torch.cat([output[:, : self.queries], self.masked(image, position)])
             return self.masked(image, position)

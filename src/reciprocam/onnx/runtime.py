@@ -1,0 +1,117 @@
+"""Explaining with an explainable ONNX file on onnxruntime: no PyTorch model at run time.
+
+An explainable file has the outputs `logits` (B, N) and `saliency_maps` (B, N, h, w): what
+`export_onnx` writes and what `insert_reciprocam` adds to a plain classifier.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import InputError, ModelError
+from ..explainer import Explanation, Targets, choose_targets, parse_targets, upsample_maps
+from .export import OUTPUT_NAMES
+
+MAPS = OUTPUT_NAMES[1]
+from .metadata import KEY, ExportMetadata
+
+
+def _runtime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise ModelError(
+            "explaining an ONNX file needs onnxruntime: pip install 'reciprocam[onnx]'"
+        ) from None
+    return onnxruntime
+
+
+class OnnxExplainer:
+    """`explain(x, targets)` on an explainable ONNX file, as `Explainer.explain` does on a model.
+
+    Args:
+        path: the .onnx file.
+        providers: onnxruntime execution providers (default: CPU).
+    """
+
+    def __init__(self, path: str | Path, providers: list[str] | None = None) -> None:
+        runtime = _runtime()
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"no ONNX file at {path}")
+        try:
+            self.session = runtime.InferenceSession(
+                str(path), providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as error:  # onnxruntime raises its own untyped errors
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else "unknown error"
+            raise ModelError(f"{path} is not a model onnxruntime can run: {reason}") from None
+        outputs = [output.name for output in self.session.get_outputs()]
+        if MAPS not in outputs or len(outputs) != 2:
+            raise ModelError(
+                f"{path} has the outputs {outputs}, not logits and saliency_maps; make an"
+                " explainable file with `reciprocam export` or `reciprocam insert`"
+            )
+        # The logits: `logits` in an exported file, the classifier's own output name otherwise.
+        self.output_names = [next(name for name in outputs if name != MAPS), MAPS]
+        inputs = self.session.get_inputs()
+        if len(inputs) != 1:
+            raise ModelError(f"{path} takes {len(inputs)} inputs; an image classifier takes one")
+        self.input_name = inputs[0].name
+        self.input_shape = tuple(inputs[0].shape)
+        custom = self.session.get_modelmeta().custom_metadata_map
+        self.metadata = ExportMetadata.from_json(custom[KEY]) if KEY in custom else None
+
+    @property
+    def target_layer(self) -> str | None:
+        """The explained layer, as the file's metadata names it."""
+        return None if self.metadata is None else self.metadata.target_layer
+
+    def explain(self, x: Tensor | np.ndarray, targets: Targets = None) -> Explanation:
+        """Maps (B, H, W) at the input size, targets, logits and every class's map."""
+        batch = torch.as_tensor(x)
+        if batch.ndim != 4 or not batch.is_floating_point():
+            raise InputError(
+                f"the input must be a float (batch, channels, height, width) array, got"
+                f" {tuple(batch.shape)} {batch.dtype}"
+            )
+        fixed = self.input_shape[1:]
+        if any(isinstance(a, int) and a != b for a, b in zip(fixed, batch.shape[1:], strict=True)):
+            raise InputError(
+                f"the graph takes inputs of shape (batch, {', '.join(map(str, fixed))}), got"
+                f" {tuple(batch.shape)}"
+            )
+        requested = parse_targets(targets, batch.shape[0])
+        values = batch.detach().to("cpu", torch.float32).numpy()
+        logits, class_maps = (
+            torch.from_numpy(np.asarray(output))
+            for output in self.session.run(self.output_names, {self.input_name: values})
+        )
+        chosen = choose_targets(logits, requested)
+        maps = class_maps[torch.arange(batch.shape[0]), chosen]
+        if maps.shape[-2:] != batch.shape[-2:]:
+            maps = upsample_maps(maps, (batch.shape[2], batch.shape[3]))
+        return Explanation(maps=maps, targets=chosen, logits=logits, class_maps=class_maps)
+
+    def __call__(self, x: Tensor | np.ndarray, targets: Targets = None) -> Tensor:
+        return self.explain(x, targets).maps
+
+    def close(self) -> None:
+        """Nothing to release; present so that it is used like an Explainer."""
+
+    def __enter__(self) -> OnnxExplainer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
