@@ -65,8 +65,8 @@ __all__ = [
     "TargetLayer",
     "ViTReciproCAM",
     "XGradCAM",
-    "export_onnx",
     "__version__",
     "explainer",
+    "export_onnx",
     "methods",
 ]

@@ -53,7 +53,13 @@ def run_demo(output: Path, device: torch.device) -> Iterator[ExplainedPhoto | Sk
     explained = []
     with ReciproCAM(loaded.model) as explainer:
         for result in explain_photos(
-            demo_photos(), loaded, explainer, output, method="reciprocam", device=device
+            demo_photos(),
+            explainer,
+            output,
+            preprocessing=loaded.preprocessing,
+            categories=loaded.categories,
+            method="reciprocam",
+            device=device,
         ):
             if isinstance(result, ExplainedPhoto):
                 explained.append(result)

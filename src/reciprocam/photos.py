@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -14,11 +15,11 @@ from PIL import Image
 from torch import Tensor
 
 from .errors import ImageError, TargetError
-from .explainer import Explainer
+from .explainer import Explanation, Targets
 from .files import write_atomically
 from .images import load_image
 from .visualize import crop_to_box, overlay
-from .zoo import LoadedModel
+from .zoo import Preprocessing
 
 
 @dataclass(frozen=True)
@@ -70,12 +71,19 @@ def class_index(value: str | int | None, categories: Sequence[str]) -> int | Non
     raise TargetError(f"the model has no class named '{value}'{hint}")
 
 
+class PhotoExplainer(Protocol):
+    """What explains a batch: an `Explainer`, or an `OnnxExplainer` on an exported file."""
+
+    def explain(self, x: Tensor, targets: Targets = None) -> Explanation: ...
+
+
 def explain_photos(
     paths: Sequence[Path],
-    loaded: LoadedModel,
-    explainer: Explainer,
+    explainer: PhotoExplainer,
     output: Path,
     *,
+    preprocessing: Preprocessing,
+    categories: Sequence[str],
     method: str,
     device: torch.device,
     target: int | None = None,
@@ -96,7 +104,7 @@ def explain_photos(
         except ImageError as error:
             yield SkippedPhoto(path, str(error))
             continue
-        tensor, box = loaded.preprocessing(image)
+        tensor, box = preprocessing(image)
         explanation = explainer.explain(tensor[None].to(device), target)
         chosen = int(explanation.targets[0])
         probabilities = explanation.probabilities[0].float().cpu()
@@ -113,10 +121,10 @@ def explain_photos(
             photo=photo,
             overlay=picture,
             top=[
-                _prediction(int(i), float(v), loaded.categories)
+                _prediction(int(i), float(v), categories)
                 for v, i in zip(values, indices, strict=True)
             ],
-            target=_prediction(chosen, float(probabilities[chosen]), loaded.categories),
+            target=_prediction(chosen, float(probabilities[chosen]), categories),
             saliency=saliency,
             overlay_path=overlay_path,
             map_path=map_path,

@@ -1,4 +1,5 @@
-"""The `reciprocam` command: `explain` photos, `evaluate` methods on a dataset, or the `demo`."""
+"""The `reciprocam` command: `explain` photos, `evaluate` methods on a dataset, `export` or
+`insert` ReciproCAM into ONNX, or the `demo`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import ReciproCAMError
-from . import demo, evaluate, explain
+from . import demo, evaluate, explain, export, insert
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     explain.add_parser(commands)
     evaluate.add_parser(commands)
+    export.add_parser(commands)
+    insert.add_parser(commands)
     demo.add_parser(commands)
     return parser
 

@@ -32,6 +32,13 @@ def method_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def mask_name(mask: str, method: str) -> str:
+    """The --mask value as `method` spells it: "pixel" (CNN) and "token" (ViT) are one mask."""
+    if mask in ("pixel", "token"):
+        return "token" if method == "vit-reciprocam" else "pixel"
+    return mask
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """--model, --weights and --checkpoint."""
     parser.add_argument(

@@ -219,12 +219,7 @@ def _load(arguments: argparse.Namespace) -> LoadedModel:
             file=sys.stderr,
         )
     if arguments.image_size is not None:
-        resize_ratio = loaded.preprocessing.resize / loaded.preprocessing.crop
-        preprocessing = dataclasses.replace(
-            loaded.preprocessing,
-            resize=round(arguments.image_size * resize_ratio),
-            crop=arguments.image_size,
-        )
+        preprocessing = loaded.preprocessing.at_size(arguments.image_size)
         loaded = dataclasses.replace(loaded, preprocessing=preprocessing)
     return loaded
 

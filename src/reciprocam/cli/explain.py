@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import torch
 
 from ..errors import OptionError
+from ..explainer import Explainer
 from ..images import find_images
+from ..onnx import OnnxExplainer
 from ..photos import SkippedPhoto, class_index, explain_photos
 from ..registry import explainer as build_explainer
 from ..registry import method_for, method_options, methods
-from ..zoo import load_model
+from ..zoo import IMAGENET_CATEGORIES, Preprocessing, load_model
 from .common import (
     add_model_options,
     add_run_options,
     device_from,
+    mask_name,
     method_name,
     positive_integer,
     report,
@@ -64,6 +69,13 @@ def add_parser(commands: Any) -> None:
     )
     add_model_options(parser)
     parser.add_argument(
+        "--onnx",
+        type=Path,
+        metavar="FILE",
+        help="explain with an explainable ONNX file (from `reciprocam export` or `reciprocam"
+        " insert`) on onnxruntime, instead of a PyTorch model",
+    )
+    parser.add_argument(
         "--method",
         default="reciprocam",
         type=method_name,
@@ -82,6 +94,13 @@ def add_parser(commands: Any) -> None:
         metavar="CLASS",
         dest="target_class",
         help="the class to explain, as an index or a name (default: each image's top-1 prediction)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=positive_integer,
+        metavar="N",
+        help="the model's input side (default: the model's own, e.g. 224); the resize keeps"
+        " the model's resize/crop ratio",
     )
     add_run_options(parser, output="reciprocam-output")
     parser.add_argument(
@@ -133,41 +152,24 @@ def run(arguments: argparse.Namespace) -> int:
             "reciprocam explain: error: give at least one IMAGE (or --image-path)", file=sys.stderr
         )
         return 2
+    if arguments.onnx is not None:
+        _refuse_model_options(arguments)
     paths = find_images(sources)
     device = device_from(arguments)
-    loaded = load_model(arguments.model, weights=arguments.weights, checkpoint=arguments.checkpoint)
-    if not loaded.pretrained:
-        print(
-            f"note: {loaded.name} has random weights; pass --weights DEFAULT to download the"
-            " pretrained ones, or --checkpoint FILE",
-            file=sys.stderr,
-        )
-    target = class_index(arguments.target_class, loaded.categories)
-    model = loaded.model.to(device)
-    method = method_for(arguments.method, model)
-    options = {
-        name: value
-        for name, value in (
-            ("score", arguments.score),
-            ("mask", arguments.mask),
-            ("batch_size", arguments.batch_size),
-        )
-        if value is not None
-    }
-    if options.get("mask") in ("pixel", "token"):  # the two methods' names for the same mask
-        options["mask"] = "token" if method == "vit-reciprocam" else "pixel"
-    for name in options:
-        if name not in method_options(method):
-            flag = "--" + name.replace("_", "-")
-            raise OptionError(f"{flag} does not apply to {method}")
-    explainer = build_explainer(method, model, arguments.target_layer, **options)
+    explainer, preprocessing, categories = (
+        _onnx_explainer(arguments, device)
+        if arguments.onnx is not None
+        else _torch_explainer(arguments, device)
+    )
+    target = class_index(arguments.target_class, categories)
     skipped = 0
     with explainer:
         results = explain_photos(
             paths,
-            loaded,
             explainer,
             arguments.output,
+            preprocessing=preprocessing,
+            categories=categories,
             method=arguments.method,
             device=device,
             target=target,
@@ -183,3 +185,84 @@ def run(arguments: argparse.Namespace) -> int:
         f" into {arguments.output}" + (f"; {skipped} skipped" if skipped else "")
     )
     return 1 if skipped else 0
+
+
+def _torch_explainer(
+    arguments: argparse.Namespace, device: torch.device
+) -> tuple[Explainer, Preprocessing, Sequence[str]]:
+    loaded = load_model(arguments.model, weights=arguments.weights, checkpoint=arguments.checkpoint)
+    if not loaded.pretrained:
+        print(
+            f"note: {loaded.name} has random weights; pass --weights DEFAULT to download the"
+            " pretrained ones, or --checkpoint FILE",
+            file=sys.stderr,
+        )
+    model = loaded.model.to(device)
+    method = method_for(arguments.method, model)
+    options = {
+        name: value
+        for name, value in (
+            ("score", arguments.score),
+            ("mask", arguments.mask),
+            ("batch_size", arguments.batch_size),
+        )
+        if value is not None
+    }
+    if arguments.mask is not None:
+        options["mask"] = mask_name(arguments.mask, method)
+    for name in options:
+        if name not in method_options(method):
+            flag = "--" + name.replace("_", "-")
+            raise OptionError(f"{flag} does not apply to {method}")
+    explainer = build_explainer(method, model, arguments.target_layer, **options)
+    preprocessing = loaded.preprocessing
+    if arguments.image_size is not None:
+        preprocessing = preprocessing.at_size(arguments.image_size)
+    return explainer, preprocessing, loaded.categories
+
+
+def _refuse_model_options(arguments: argparse.Namespace) -> None:
+    given = [
+        flag
+        for flag, value in (
+            ("--model", arguments.model),
+            ("--weights", arguments.weights),
+            ("--checkpoint", arguments.checkpoint),
+            ("--target-layer", arguments.target_layer),
+            ("--score", arguments.score),
+            ("--mask", arguments.mask),
+            ("--batch-size", arguments.batch_size),
+            ("--image-size", arguments.image_size),
+        )
+        if value is not None
+    ]
+    if given:
+        raise OptionError(
+            f"{given[0]} does not apply to --onnx: the file holds the model and its explanation"
+        )
+    if arguments.method != "reciprocam":
+        raise OptionError("an ONNX file is explained by the method exported into it (reciprocam)")
+
+
+def _onnx_explainer(
+    arguments: argparse.Namespace, device: torch.device
+) -> tuple[OnnxExplainer, Preprocessing, Sequence[str]]:
+    providers = ["CUDAExecutionProvider"] if device.type == "cuda" else []
+    explainer = OnnxExplainer(arguments.onnx, providers=[*providers, "CPUExecutionProvider"])
+    metadata = explainer.metadata
+    preprocessing = Preprocessing()
+    if metadata is not None and metadata.preprocessing is not None:
+        preprocessing = metadata.preprocessing
+    else:
+        print(
+            "note: the file does not record its preprocessing; using resize 256, crop 224 and"
+            " ImageNet's mean and std",
+            file=sys.stderr,
+        )
+    classes = explainer.classes
+    categories: Sequence[str] = tuple(f"class {index}" for index in range(classes))
+    if metadata is not None and metadata.categories is not None:
+        categories = metadata.categories
+    elif classes == len(IMAGENET_CATEGORIES):
+        categories = IMAGENET_CATEGORIES
+    return explainer, preprocessing, categories

@@ -14,7 +14,6 @@ and class names, which `reciprocam explain --onnx` reads.
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -101,16 +100,18 @@ def export_onnx(
         options: the method's options (score, mask, cls_token, mask_residual, block, ...).
     """
     if len(input_shape) != 4 or not all(isinstance(s, int) and s > 0 for s in input_shape):
-        raise OptionError(f"input_shape must be (batch, channels, height, width), not {input_shape}")
+        raise OptionError(
+            f"input_shape must be (batch, channels, height, width), not {input_shape}"
+        )
     if "batch_size" in options:
         raise OptionError("batch_size does not apply to an export: the graph runs one pass")
     explainer = build_explainer(model, method, target_layer, options)
     parameter = next(model.parameters(), None)
     like = parameter if parameter is not None else torch.empty(0)
     # A batch of 2: the tracer would fix a batch of 1 as a constant.
-    example = torch.randn(
-        (2, *input_shape[1:]), generator=torch.Generator().manual_seed(0)
-    ).to(device=like.device, dtype=like.dtype)
+    example = torch.randn((2, *input_shape[1:]), generator=torch.Generator().manual_seed(0)).to(
+        device=like.device, dtype=like.dtype
+    )
     with evaluation_mode(model):
         explained = ExplainedModel(explainer, example)
         program = _trace(explained, example, opset)
@@ -147,7 +148,9 @@ def _trace(explained: ExplainedModel, example: Tensor, opset: int) -> Any:
                 report=False,
             )
         except Exception as error:  # the exporter raises many types; the cause is kept
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            reason = (
+                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            )
             raise ModelError(f"the model could not be exported to ONNX: {reason}") from error
 
 

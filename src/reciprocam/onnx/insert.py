@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LayerError, ModelError, OptionError
+from ..errors import LayerError, ModelError
 from ..files import write_atomically
 from ..options import one_of
 from .export import OUTPUT_NAMES
@@ -63,8 +63,8 @@ class _Graph:
     producer: dict[str, int]
     consumers: dict[str, list[int]]
     shapes: dict[str, list[int | str | None]]
+    types: dict[str, int]  # onnx.TensorProto element types
     input_name: str
-    constants: set[str]
 
     @classmethod
     def of(cls, model: Any) -> _Graph:
@@ -72,12 +72,15 @@ class _Graph:
         graph = model.graph
         inferred = onnx.shape_inference.infer_shapes(model).graph
         shapes: dict[str, list[int | str | None]] = {}
+        types: dict[str, int] = {}
         for info in [*inferred.value_info, *inferred.input, *inferred.output]:
-            if info.type.HasField("tensor_type") and info.type.tensor_type.HasField("shape"):
+            tensor = info.type.tensor_type
+            if info.type.HasField("tensor_type") and tensor.HasField("shape"):
                 shapes[info.name] = [
                     d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                    for d in info.type.tensor_type.shape.dim
+                    for d in tensor.shape.dim
                 ]
+                types[info.name] = tensor.elem_type
         initializers = {i.name for i in graph.initializer}
         inputs = [i.name for i in graph.input if i.name not in initializers]
         if len(inputs) != 1:
@@ -89,7 +92,7 @@ class _Graph:
                 producer[name] = index
             for name in node.input:
                 consumers.setdefault(name, []).append(index)
-        return cls(list(graph.node), producer, consumers, shapes, inputs[0], initializers)
+        return cls(list(graph.node), producer, consumers, shapes, types, inputs[0])
 
     def reaches_input(self, tensor: str, cut: str) -> bool:
         """Whether `tensor` depends on the graph input other than through `cut`."""
@@ -127,7 +130,9 @@ class _Graph:
         channels, height, width = shape[1:]
         if not all(isinstance(d, int) and d > 0 for d in (channels, height, width)):
             return None
-        assert isinstance(channels, int) and isinstance(height, int) and isinstance(width, int)
+        assert isinstance(channels, int)
+        assert isinstance(height, int)
+        assert isinstance(width, int)
         return (channels, height, width) if height > 1 and width > 1 else None
 
 
@@ -189,7 +194,7 @@ class _Builder:
         return output
 
     def reduce(self, op: str, tensor: str, axes: list[int]) -> str:
-        """ReduceMin/ReduceMax keeping dims: axes are an input from opset 18, before an attribute."""
+        """ReduceMin/ReduceMax keeping dims (axes: an input from opset 18, an attribute before)."""
         if self.opset >= 18:
             axes_name = self.constant(f"axes_{self._count}", np.array(axes, dtype=np.int64))
             return self.node(op, [tensor, axes_name], keepdims=1)
@@ -266,7 +271,7 @@ def insert_reciprocam(
     assert spatial is not None  # checked by _find_target
     channels, height, width = spatial
     positions = height * width
-    dtype = _element_type(model, target)
+    dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(graph.types[target]))
     constants = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
     builder = _Builder(opset)
     masks = position_masks(height, width, mask)
@@ -282,7 +287,9 @@ def insert_reciprocam(
     ):
         # GAP of copy k is F[:, k] * sum(M_k) / K: feed (B*K, C, 1, 1) vectors, skip the pooling.
         mass = masks.reshape(positions, -1).sum(axis=1) / positions
-        vectors = builder.node("Reshape", [target, builder.shape("vectors", [-1, channels, positions])])
+        vectors = builder.node(
+            "Reshape", [target, builder.shape("vectors", [-1, channels, positions])]
+        )
         vectors = builder.node("Transpose", [vectors], perm=[0, 2, 1])
         weighted = builder.node(
             "Mul", [vectors, builder.constant("mass", mass.reshape(positions, 1).astype(dtype))]
@@ -291,10 +298,10 @@ def insert_reciprocam(
         renamed[graph.nodes[first[0]].output[0]] = pooled
         skipped.add(first[0])
     else:
-        expanded = builder.node(
-            "Unsqueeze", [target, builder.shape("unsqueeze_axes", [1])]
+        expanded = builder.node("Unsqueeze", [target, builder.shape("unsqueeze_axes", [1])])
+        weights = builder.constant(
+            "masks", masks.reshape(1, positions, 1, height, width).astype(dtype)
         )
-        weights = builder.constant("masks", masks.reshape(1, positions, 1, height, width).astype(dtype))
         masked = builder.node("Mul", [expanded, weights])
         renamed[target] = builder.node(
             "Reshape", [masked, builder.shape("copies", [-1, channels, height, width])]
@@ -359,16 +366,6 @@ def _upstream(graph: _Graph, tensor: str) -> set[int]:
         found.add(index)
         stack.extend(graph.nodes[index].input)
     return found
-
-
-def _element_type(model: Any, tensor: str) -> np.dtype[Any]:
-    """The numpy dtype of a tensor (float32 if the graph does not say)."""
-    onnx = _onnx()
-    inferred = onnx.shape_inference.infer_shapes(model).graph
-    for info in [*inferred.value_info, *inferred.input, *inferred.output]:
-        if info.name == tensor and info.type.tensor_type.elem_type:
-            return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(info.type.tensor_type.elem_type))
-    return np.dtype(np.float32)
 
 
 def _batch_free_shape(

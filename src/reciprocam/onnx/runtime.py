@@ -17,9 +17,9 @@ from torch import Tensor
 from ..errors import InputError, ModelError
 from ..explainer import Explanation, Targets, choose_targets, parse_targets, upsample_maps
 from .export import OUTPUT_NAMES
+from .metadata import KEY, ExportMetadata
 
 MAPS = OUTPUT_NAMES[1]
-from .metadata import KEY, ExportMetadata
 
 
 def _runtime() -> Any:
@@ -60,6 +60,10 @@ class OnnxExplainer:
             )
         # The logits: `logits` in an exported file, the classifier's own output name otherwise.
         self.output_names = [next(name for name in outputs if name != MAPS), MAPS]
+        logits_shape = self.session.get_outputs()[outputs.index(self.output_names[0])].shape
+        if len(logits_shape) != 2 or not isinstance(logits_shape[1], int):
+            raise ModelError(f"{path}'s logits have shape {logits_shape}, not (batch, classes)")
+        self.classes: int = logits_shape[1]
         inputs = self.session.get_inputs()
         if len(inputs) != 1:
             raise ModelError(f"{path} takes {len(inputs)} inputs; an image classifier takes one")

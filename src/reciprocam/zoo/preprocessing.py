@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torchvision.transforms.functional as TF
@@ -26,6 +26,10 @@ class Preprocessing:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: InterpolationMode = InterpolationMode.BILINEAR
+
+    def at_size(self, crop: int) -> Preprocessing:
+        """The same preprocessing for a `crop` x `crop` input, keeping the resize/crop ratio."""
+        return replace(self, resize=round(crop * self.resize / self.crop), crop=crop)
 
     def __call__(self, image: Image.Image) -> tuple[Tensor, Box]:
         """The (3, crop, crop) input tensor, and the region of `image` it shows."""

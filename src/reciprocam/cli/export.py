@@ -1,0 +1,83 @@
+"""`reciprocam export`: a model and its ReciproCAM maps as one ONNX file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..onnx import export_onnx
+from ..registry import method_for
+from ..zoo import load_model
+from .common import add_model_options, mask_name, positive_integer
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "export",
+        help="export a model with its ReciproCAM maps to ONNX",
+        description=(
+            "Write one ONNX graph whose outputs are the logits (B, N) and every class's"
+            " ReciproCAM map (B, N, h, w) in [0, 1], with a dynamic batch; ViT-ReciproCAM on a"
+            " vision transformer. The file records the preprocessing and class names, for"
+            " `reciprocam explain --onnx FILE`."
+        ),
+    )
+    add_model_options(parser)
+    parser.add_argument(
+        "--output",
+        type=Path,
+        metavar="FILE",
+        help="the .onnx file to write (default: <model>_reciprocam.onnx)",
+    )
+    parser.add_argument(
+        "--target-layer",
+        metavar="LAYER",
+        help="the layer to explain, by its dotted name (default: automatic)",
+    )
+    parser.add_argument(
+        "--image-size",
+        type=positive_integer,
+        metavar="N",
+        help="the input side the graph takes (default: the model's own, e.g. 224)",
+    )
+    parser.add_argument(
+        "--score",
+        choices=("softmax", "logit"),
+        default="softmax",
+        help="class score of each masked copy (default: softmax, as in the paper)",
+    )
+    parser.add_argument(
+        "--mask",
+        choices=("pixel", "token", "gaussian"),
+        help="one position (pixel, token: the same) or the 3x3 gaussian (default: pixel for"
+        " CNNs, gaussian for transformers, as in the papers)",
+    )
+    parser.add_argument(
+        "--opset", type=positive_integer, default=18, metavar="N", help="ONNX opset (default: 18)"
+    )
+    parser.set_defaults(run=run)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    loaded = load_model(arguments.model, weights=arguments.weights, checkpoint=arguments.checkpoint)
+    preprocessing = loaded.preprocessing
+    if arguments.image_size is not None:
+        preprocessing = preprocessing.at_size(arguments.image_size)
+    options: dict[str, Any] = {"score": arguments.score}
+    if arguments.mask is not None:
+        options["mask"] = mask_name(arguments.mask, method_for("reciprocam", loaded.model))
+    output = arguments.output or Path(f"{loaded.name.replace(':', '_')}_reciprocam.onnx")
+    path = export_onnx(
+        loaded.model,
+        output,
+        target_layer=arguments.target_layer,
+        input_shape=(1, 3, preprocessing.crop, preprocessing.crop),
+        preprocessing=preprocessing,
+        categories=loaded.categories,
+        opset=arguments.opset,
+        **options,
+    )
+    note = "" if loaded.pretrained else " (random weights: pass --weights or --checkpoint)"
+    print(f"wrote {path}: {loaded.name} with its ReciproCAM maps{note}")
+    return 0

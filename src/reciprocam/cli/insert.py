@@ -1,0 +1,54 @@
+"""`reciprocam insert`: add ReciproCAM maps to an existing ONNX classifier, without PyTorch."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..onnx import insert_reciprocam
+
+
+def add_parser(commands: Any) -> None:
+    parser = commands.add_parser(
+        "insert",
+        help="add ReciproCAM maps to an ONNX classifier",
+        description=(
+            "Copy an ONNX image classifier and add the output saliency_maps (B, N, h, w): every"
+            " class's ReciproCAM map at a spatial feature node, computed in the graph. Explain"
+            " the result with `reciprocam explain --onnx OUTPUT IMAGE...`."
+        ),
+    )
+    parser.add_argument("input", type=Path, metavar="INPUT", help="the classifier's .onnx file")
+    parser.add_argument("output", type=Path, metavar="OUTPUT", help="the .onnx file to write")
+    parser.add_argument(
+        "--target-node",
+        metavar="NAME",
+        help="the node (or tensor) whose (B, C, H, W) output to explain (default: the last one"
+        " through which alone the input reaches the logits)",
+    )
+    parser.add_argument(
+        "--score",
+        choices=("softmax", "logit"),
+        default="softmax",
+        help="class score of each masked copy (default: softmax, as in the paper)",
+    )
+    parser.add_argument(
+        "--mask",
+        choices=("pixel", "gaussian"),
+        default="pixel",
+        help="one position (the paper) or the 3x3 gaussian (default: pixel)",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(arguments: argparse.Namespace) -> int:
+    path = insert_reciprocam(
+        arguments.input,
+        arguments.output,
+        arguments.target_node,
+        score=arguments.score,
+        mask=arguments.mask,
+    )
+    print(f"wrote {path}: {arguments.input.name} with ReciproCAM maps as saliency_maps")
+    return 0
