@@ -103,7 +103,7 @@ def test_batch_equals_each_image_alone(resnet18):
 
 
 @pytest.mark.parametrize("fast_path", [True, False])
-@pytest.mark.parametrize("batch_size", [1, 7, 25, 26, 49, 1000])
+@pytest.mark.parametrize("batch_size", [1, 7, 25, 26, 49, 1000, "all"])
 def test_every_batch_size_gives_the_same_maps(resnet18, images, batch_size, fast_path):
     reference = ReciproCAM(resnet18, fast_path=fast_path).explain(images)
     chunked = ReciproCAM(resnet18, batch_size=batch_size, fast_path=fast_path).explain(images)

@@ -160,7 +160,7 @@ def test_batches_and_batch_sizes_give_the_same_maps():
     for fast_path in (True, False):
         for block in (-1, 0):
             reference = ViTReciproCAM(model, block=block, fast_path=fast_path).explain(x)
-            for batch_size in (1, 5, 16, 100):
+            for batch_size in (1, 5, 16, 100, "all"):
                 cam = ViTReciproCAM(model, block=block, fast_path=fast_path, batch_size=batch_size)
                 assert_scores_close(cam.explain(x).scores, reference.scores, 1e-6)
             alone = ViTReciproCAM(model, block=block, fast_path=fast_path).explain(x[1:2])

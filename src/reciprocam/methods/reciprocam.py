@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._model import probe_noise, same_output
+from ..errors import OptionError
 from ..explainer import ClassScoreExplainer
 from ..layers import LayerSpecs, TargetLayer, resolve_layer, run_tapped, single_layer
-from ..options import one_of, positive_or_none
+from ..options import one_of
 
 Score = Literal["softmax", "logit"]
 Mask = Literal["pixel", "gaussian"]
@@ -179,8 +180,13 @@ def _replace_with(rows: Tensor) -> Callable[[Tensor], Tensor]:
 def check_options(*, score: str, batch_size: BatchSize) -> None:
     """Raise OptionError for a score or batch_size the ReciproCAM methods do not take."""
     one_of("score", score, ("softmax", "logit"))
-    if batch_size != "all":
-        positive_or_none("batch_size", batch_size)
+    if batch_size != "all" and (
+        batch_size is not None
+        and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1)
+    ):
+        raise OptionError(
+            f'batch_size must be a positive integer, "all" or None, not {batch_size!r}'
+        )
 
 
 def score_maps(masked_logits: Tensor, score: Score, batch: int, size: tuple[int, int]) -> Tensor:
