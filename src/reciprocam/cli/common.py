@@ -62,6 +62,27 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_image_size_option(parser: argparse.ArgumentParser) -> None:
+    """--image-size: the model's input side, keeping its resize/crop ratio."""
+    parser.add_argument(
+        "--image-size",
+        type=positive_integer,
+        metavar="N",
+        help="the model's input side (default: the model's own, e.g. 224); the resize keeps"
+        " the model's resize/crop ratio",
+    )
+
+
+def add_score_option(parser: argparse.ArgumentParser) -> None:
+    """--score of ReciproCAM's masked copies, softmax by default."""
+    parser.add_argument(
+        "--score",
+        choices=("softmax", "logit"),
+        default="softmax",
+        help="class score of each masked copy (default: softmax, as in the paper)",
+    )
+
+
 def add_run_options(parser: argparse.ArgumentParser, output: str) -> None:
     """--output (defaulting to `output`), --device, --use-cuda and --no-progress."""
     parser.add_argument(

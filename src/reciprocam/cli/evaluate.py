@@ -28,7 +28,13 @@ from ..evaluation.report import REPORT_FILE, table_cells
 from ..metrics import MetricOptions, metric_info, metric_names, resolve_metric_names
 from ..registry import canonical_name, methods
 from ..zoo import LoadedModel, load_model
-from .common import add_model_options, add_run_options, device_from, positive_integer
+from .common import (
+    add_image_size_option,
+    add_model_options,
+    add_run_options,
+    device_from,
+    positive_integer,
+)
 
 
 def add_parser(commands: Any) -> None:
@@ -122,13 +128,7 @@ def add_parser(commands: Any) -> None:
         metavar="PIXELS",
         help="pointing game: how far from the object a hit may be (default: 0; Zhang et al. 15)",
     )
-    parser.add_argument(
-        "--image-size",
-        type=positive_integer,
-        metavar="N",
-        help="the model's input side (default: the model's own, e.g. 224); the resize keeps"
-        " the model's resize/crop ratio",
-    )
+    add_image_size_option(parser)
     parser.add_argument(
         "--batch-size",
         type=positive_integer,

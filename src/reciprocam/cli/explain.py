@@ -20,6 +20,7 @@ from ..registry import explainer as build_explainer
 from ..registry import method_for, method_options, methods
 from ..zoo import IMAGENET_CATEGORIES, Preprocessing, load_model
 from .common import (
+    add_image_size_option,
     add_model_options,
     add_run_options,
     device_from,
@@ -95,13 +96,7 @@ def add_parser(commands: Any) -> None:
         dest="target_class",
         help="the class to explain, as an index or a name (default: each image's top-1 prediction)",
     )
-    parser.add_argument(
-        "--image-size",
-        type=positive_integer,
-        metavar="N",
-        help="the model's input side (default: the model's own, e.g. 224); the resize keeps"
-        " the model's resize/crop ratio",
-    )
+    add_image_size_option(parser)
     add_run_options(parser, output="reciprocam-output")
     parser.add_argument(
         "--score",

@@ -9,7 +9,13 @@ from typing import Any
 from ..onnx import export_onnx
 from ..registry import method_for
 from ..zoo import load_model
-from .common import add_model_options, mask_name, positive_integer
+from .common import (
+    add_image_size_option,
+    add_model_options,
+    add_score_option,
+    mask_name,
+    positive_integer,
+)
 
 
 def add_parser(commands: Any) -> None:
@@ -35,18 +41,8 @@ def add_parser(commands: Any) -> None:
         metavar="LAYER",
         help="the layer to explain, by its dotted name (default: automatic)",
     )
-    parser.add_argument(
-        "--image-size",
-        type=positive_integer,
-        metavar="N",
-        help="the input side the graph takes (default: the model's own, e.g. 224)",
-    )
-    parser.add_argument(
-        "--score",
-        choices=("softmax", "logit"),
-        default="softmax",
-        help="class score of each masked copy (default: softmax, as in the paper)",
-    )
+    add_image_size_option(parser)
+    add_score_option(parser)
     parser.add_argument(
         "--mask",
         choices=("pixel", "token", "gaussian"),

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..onnx import insert_reciprocam
+from .common import add_score_option
 
 
 def add_parser(commands: Any) -> None:
@@ -27,12 +28,7 @@ def add_parser(commands: Any) -> None:
         help="the node (or tensor) whose (B, C, H, W) output to explain (default: the last one"
         " through which alone the input reaches the logits)",
     )
-    parser.add_argument(
-        "--score",
-        choices=("softmax", "logit"),
-        default="softmax",
-        help="class score of each masked copy (default: softmax, as in the paper)",
-    )
+    add_score_option(parser)
     parser.add_argument(
         "--mask",
         choices=("pixel", "gaussian"),

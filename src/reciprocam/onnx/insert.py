@@ -48,11 +48,11 @@ def position_masks(height: int, width: int, mask: str) -> np.ndarray:
     if mask == "pixel":
         return one_hot
     padded = np.pad(one_hot, ((0, 0), (1, 1), (1, 1)))
-    return sum(  # type: ignore[return-value]
-        _GAUSSIAN_3X3[a, b] * padded[:, a : a + height, b : b + width]
-        for a in range(3)
-        for b in range(3)
-    )
+    blurred = np.zeros_like(one_hot)
+    for a in range(3):
+        for b in range(3):
+            blurred += _GAUSSIAN_3X3[a, b] * padded[:, a : a + height, b : b + width]
+    return blurred
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def _find_target(graph: _Graph, logits: str, target_node: str | None) -> str:
     """The target tensor: the named one, or the last spatial tensor that is a cut."""
     if target_node is not None:
         by_node = {node.name: node.output[0] for node in graph.nodes if node.name and node.output}
-        tensor = by_node.get(target_node, target_node)
+        tensor: str = by_node.get(target_node, target_node)
         if tensor not in graph.producer:
             names = [*by_node, *graph.producer]
             close = difflib.get_close_matches(target_node, names, n=3)
@@ -158,9 +158,9 @@ def _find_target(graph: _Graph, logits: str, target_node: str | None) -> str:
             )
         return tensor
     for node in reversed(graph.nodes):
-        for tensor in node.output:
-            if graph.spatial(tensor) and not graph.reaches_input(logits, tensor):
-                return tensor
+        for output in node.output:
+            if graph.spatial(output) and not graph.reaches_input(logits, output):
+                return str(output)
     raise LayerError(
         "found no spatial (batch, channels, height, width) node through which alone the input"
         " reaches the logits; give target_node, or explain a model with a convolutional"
