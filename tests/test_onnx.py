@@ -167,6 +167,15 @@ def test_export_errors(tmp_path, resnet18):
         input_shape=(1, 3, 64, 64),
     )
     assert "batch_size does not apply to an export" in message
+    message = error_message(
+        OptionError,
+        export_onnx,
+        resnet18,
+        tmp_path / "g.onnx",
+        input_shape=(1, 3, 64, 64),
+        colour=1,
+    )
+    assert message.startswith("reciprocam takes no option 'colour'; its options are")
     resnet18.train()
     message = error_message(
         LayerError,

@@ -33,3 +33,9 @@ class ModelError(ReciproCAMError):
 
 class ImageError(ReciproCAMError, OSError):
     """An image file is missing, unreadable, truncated or too large."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of a foreign exception's message (its type's name if it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from ._model import class_scores, probe_noise, same_output
-from .errors import InputError, LayerError
+from .errors import InputError, LayerError, first_line
 
 LayerSpec = nn.Module | str | None
 """A target layer as users give it: a submodule, its dotted name, or None for automatic."""
@@ -155,7 +155,7 @@ def _probe(model: nn.Module, x: Tensor) -> tuple[list[_Call], Tensor]:
     try:
         output = model(x)
     except RuntimeError as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        reason = first_line(error)
         raise InputError(
             f"the model failed on an input of shape {tuple(x.shape)}: {reason}"
         ) from None

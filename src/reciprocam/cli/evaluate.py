@@ -218,10 +218,8 @@ def _load(arguments: argparse.Namespace) -> LoadedModel:
             " --checkpoint to evaluate a trained model",
             file=sys.stderr,
         )
-    if arguments.image_size is not None:
-        preprocessing = loaded.preprocessing.at_size(arguments.image_size)
-        loaded = dataclasses.replace(loaded, preprocessing=preprocessing)
-    return loaded
+    preprocessing = loaded.preprocessing.at_size(arguments.image_size)
+    return dataclasses.replace(loaded, preprocessing=preprocessing)
 
 
 def _ground_truth(

@@ -210,10 +210,7 @@ def _torch_explainer(
             flag = "--" + name.replace("_", "-")
             raise OptionError(f"{flag} does not apply to {method}")
     explainer = build_explainer(method, model, arguments.target_layer, **options)
-    preprocessing = loaded.preprocessing
-    if arguments.image_size is not None:
-        preprocessing = preprocessing.at_size(arguments.image_size)
-    return explainer, preprocessing, loaded.categories
+    return explainer, loaded.preprocessing.at_size(arguments.image_size), loaded.categories
 
 
 def _refuse_model_options(arguments: argparse.Namespace) -> None:

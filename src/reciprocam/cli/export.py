@@ -57,9 +57,7 @@ def add_parser(commands: Any) -> None:
 
 def run(arguments: argparse.Namespace) -> int:
     loaded = load_model(arguments.model, weights=arguments.weights, checkpoint=arguments.checkpoint)
-    preprocessing = loaded.preprocessing
-    if arguments.image_size is not None:
-        preprocessing = preprocessing.at_size(arguments.image_size)
+    preprocessing = loaded.preprocessing.at_size(arguments.image_size)
     options: dict[str, Any] = {"score": arguments.score}
     if arguments.mask is not None:
         options["mask"] = mask_name(arguments.mask, method_for("reciprocam", loaded.model))

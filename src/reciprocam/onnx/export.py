@@ -23,12 +23,13 @@ import torch
 from torch import Tensor, nn
 
 from .._model import evaluation_mode
-from ..errors import ModelError, OptionError
+from ..errors import ModelError, OptionError, first_line
 from ..explainer import normalize_maps
 from ..files import write_atomically
 from ..layers import LayerSpecs
 from ..methods import ReciproCAM, ViTReciproCAM
 from ..registry import canonical_name, method_for
+from ..registry import explainer as registry_explainer
 from ..zoo import Preprocessing
 from .metadata import ExportMetadata
 
@@ -66,13 +67,14 @@ def build_explainer(
 ) -> Explainable:
     """ReciproCAM or ViT-ReciproCAM ("reciprocam" picks the one that fits the model)."""
     name = method_for(canonical_name(method), model)
-    if name == "reciprocam":
-        return ReciproCAM(model, target_layer, batch_size="all", **options)
-    if name == "vit-reciprocam":
-        return ViTReciproCAM(model, target_layer, batch_size="all", **options)
-    raise OptionError(
-        f"only reciprocam and vit-reciprocam can be exported (they need no gradients), not {name}"
-    )
+    if name not in ("reciprocam", "vit-reciprocam"):
+        raise OptionError(
+            "only reciprocam and vit-reciprocam can be exported (they need no gradients),"
+            f" not {name}"
+        )
+    built = registry_explainer(name, model, target_layer, batch_size="all", **options)
+    assert isinstance(built, ReciproCAM | ViTReciproCAM)
+    return built
 
 
 def export_onnx(
@@ -148,14 +150,23 @@ def _trace(explained: ExplainedModel, example: Tensor, opset: int) -> Any:
                 report=False,
             )
         except Exception as error:  # the exporter raises many types; the cause is kept
-            reason = (
-                str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            )
-            raise ModelError(f"the model could not be exported to ONNX: {reason}") from error
+            raise ModelError(
+                f"the model could not be exported to ONNX: {first_line(error)}"
+            ) from error
+
+
+def require_onnx() -> Any:
+    """The onnx package, or a ModelError that says how to install it."""
+    try:
+        import onnx
+    except ImportError:
+        raise ModelError(
+            "ONNX export and editing need onnx: pip install 'reciprocam[onnx]'"
+        ) from None
+    return onnx
 
 
 def _save(graph: Any, file: Path) -> None:
-    import onnx
-
+    onnx = require_onnx()
     onnx.checker.check_model(graph, full_check=True)
     onnx.save_model(graph, str(file))

@@ -23,22 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LayerError, ModelError
+from ..errors import LayerError, ModelError, first_line
 from ..files import write_atomically
 from ..options import one_of
-from .export import OUTPUT_NAMES
+from .export import OUTPUT_NAMES, require_onnx
 from .metadata import ExportMetadata
 
 _PREFIX = "reciprocam/"
 _GAUSSIAN_3X3 = np.array([[1, 2, 1], [2, 4, 2], [1, 2, 1]], dtype=np.float64) / 16
-
-
-def _onnx() -> Any:
-    try:
-        import onnx
-    except ImportError:
-        raise ModelError("editing ONNX files needs onnx: pip install 'reciprocam[onnx]'") from None
-    return onnx
 
 
 def position_masks(height: int, width: int, mask: str) -> np.ndarray:
@@ -68,7 +60,7 @@ class _Graph:
 
     @classmethod
     def of(cls, model: Any) -> _Graph:
-        onnx = _onnx()
+        onnx = require_onnx()
         graph = model.graph
         inferred = onnx.shape_inference.infer_shapes(model).graph
         shapes: dict[str, list[int | str | None]] = {}
@@ -94,20 +86,24 @@ class _Graph:
                 consumers.setdefault(name, []).append(index)
         return cls(list(graph.node), producer, consumers, shapes, types, inputs[0])
 
-    def reaches_input(self, tensor: str, cut: str) -> bool:
-        """Whether `tensor` depends on the graph input other than through `cut`."""
-        seen: set[str] = set()
+    def upstream(self, tensor: str, cut: str = "") -> set[int]:
+        """The nodes `tensor` depends on, not looking past the tensor `cut`."""
+        found: set[int] = set()
         stack = [tensor]
         while stack:
             name = stack.pop()
-            if name in seen or name == cut or not name:
+            index = self.producer.get(name)
+            if name == cut or index is None or index in found:
                 continue
-            seen.add(name)
-            if name == self.input_name:
-                return True
-            if name in self.producer:
-                stack.extend(self.nodes[self.producer[name]].input)
-        return False
+            found.add(index)
+            stack.extend(self.nodes[index].input)
+        return found
+
+    def reaches_input(self, tensor: str, cut: str) -> bool:
+        """Whether `tensor` depends on the graph input other than through `cut`."""
+        return tensor == self.input_name or any(
+            self.input_name in self.nodes[index].input for index in self.upstream(tensor, cut)
+        )
 
     def downstream(self, tensor: str) -> set[int]:
         """The nodes that depend on `tensor`."""
@@ -172,7 +168,7 @@ class _Builder:
     """New nodes and constants under the `reciprocam/` prefix, for the given opset."""
 
     def __init__(self, opset: int) -> None:
-        self.onnx = _onnx()
+        self.onnx = require_onnx()
         self.opset = opset
         self.nodes: list[Any] = []
         self.initializers: list[Any] = []
@@ -241,7 +237,7 @@ def insert_reciprocam(
     """
     one_of("score", score, ("softmax", "logit"))
     one_of("mask", mask, ("pixel", "gaussian"))
-    onnx = _onnx()
+    onnx = require_onnx()
     source = Path(path_in)
     if not source.is_file():
         raise ModelError(f"no ONNX file at {source}")
@@ -249,8 +245,7 @@ def insert_reciprocam(
         model = onnx.load(str(source))
         onnx.checker.check_model(model)
     except Exception as error:  # protobuf and checker errors have no common type
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ModelError(f"{source} is not a valid ONNX model: {reason}") from None
+        raise ModelError(f"{source} is not a valid ONNX model: {first_line(error)}") from None
     if any(output.name == OUTPUT_NAMES[1] for output in model.graph.output):
         raise ModelError(f"{source} already has a saliency_maps output")
     opset = next(
@@ -276,7 +271,7 @@ def insert_reciprocam(
     builder = _Builder(opset)
     masks = position_masks(height, width, mask)
 
-    head = graph.downstream(target) & _upstream(graph, logits)
+    head = graph.downstream(target) & graph.upstream(logits)
     first = [i for i in sorted(head) if target in graph.nodes[i].input]
     renamed: dict[str, str] = {}
     skipped: set[int] = set()
@@ -354,20 +349,6 @@ def insert_reciprocam(
     return destination
 
 
-def _upstream(graph: _Graph, tensor: str) -> set[int]:
-    """The nodes `tensor` depends on."""
-    found: set[int] = set()
-    stack = [tensor]
-    while stack:
-        name = stack.pop()
-        index = graph.producer.get(name)
-        if index is None or index in found:
-            continue
-        found.add(index)
-        stack.extend(graph.nodes[index].input)
-    return found
-
-
 def _batch_free_shape(
     shape: str, batch: int, constants: dict[str, np.ndarray], builder: _Builder
 ) -> str:
@@ -383,6 +364,6 @@ def _batch_free_shape(
 
 
 def _save(model: Any, file: Path) -> None:
-    onnx = _onnx()
+    onnx = require_onnx()
     onnx.checker.check_model(model)
     onnx.save_model(model, str(file))

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..errors import InputError, ModelError
+from ..errors import InputError, ModelError, first_line
 from ..explainer import Explanation, Targets, choose_targets, parse_targets, upsample_maps
 from .export import OUTPUT_NAMES
 from .metadata import KEY, ExportMetadata
@@ -50,8 +50,9 @@ class OnnxExplainer:
                 str(path), providers=providers or ["CPUExecutionProvider"]
             )
         except Exception as error:  # onnxruntime raises its own untyped errors
-            reason = str(error).strip().splitlines()[0] if str(error).strip() else "unknown error"
-            raise ModelError(f"{path} is not a model onnxruntime can run: {reason}") from None
+            raise ModelError(
+                f"{path} is not a model onnxruntime can run: {first_line(error)}"
+            ) from None
         outputs = [output.name for output in self.session.get_outputs()]
         if MAPS not in outputs or len(outputs) != 2:
             raise ModelError(

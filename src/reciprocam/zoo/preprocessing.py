@@ -27,8 +27,10 @@ class Preprocessing:
     std: tuple[float, float, float] = IMAGENET_STD
     interpolation: InterpolationMode = InterpolationMode.BILINEAR
 
-    def at_size(self, crop: int) -> Preprocessing:
-        """The same preprocessing for a `crop` x `crop` input, keeping the resize/crop ratio."""
+    def at_size(self, crop: int | None) -> Preprocessing:
+        """The same for a `crop` x `crop` input, keeping the resize/crop ratio (None: as it is)."""
+        if crop is None:
+            return self
         return replace(self, resize=round(crop * self.resize / self.crop), crop=crop)
 
     def __call__(self, image: Image.Image) -> tuple[Tensor, Box]:
