@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -30,6 +31,21 @@ def method_name(text: str) -> str:
         return canonical_name(text)
     except OptionError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def method_option(text: str) -> tuple[str, str, object]:
+    """An argparse type: METHOD.NAME=VALUE, the value read as JSON (1000, 0.5, true) or text."""
+    key, equals, value = text.partition("=")
+    method, dot, name = key.partition(".")
+    if not (equals and dot and method and name):
+        raise argparse.ArgumentTypeError(
+            f"expected METHOD.NAME=VALUE, e.g. rise.masks=1000, not {text!r}"
+        )
+    try:
+        parsed: object = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value
+    return method_name(method), name.strip(), parsed
 
 
 def mask_name(mask: str, method: str) -> str:

@@ -26,13 +26,15 @@ from ..evaluation import (
 from ..evaluation.distributed import local_device, process_group
 from ..evaluation.report import REPORT_FILE, table_cells
 from ..metrics import MetricOptions, metric_info, metric_names, resolve_metric_names
-from ..registry import canonical_name, methods
+from ..registry import canonical_name, method_for, methods
+from ..registry import explainer as build_explainer
 from ..zoo import LoadedModel, load_model
 from .common import (
     add_image_size_option,
     add_model_options,
     add_run_options,
     device_from,
+    method_option,
     positive_integer,
 )
 
@@ -65,6 +67,16 @@ def add_parser(commands: Any) -> None:
         metavar="LIST",
         help="comma-separated methods, or 'all' (default: reciprocam); one of "
         + ", ".join(methods()),
+    )
+    parser.add_argument(
+        "--method-option",
+        dest="method_options",
+        action="append",
+        type=method_option,
+        default=[],
+        metavar="METHOD.NAME=VALUE",
+        help="an option of one method, e.g. rise.masks=1000 or reciprocam.mask=gaussian"
+        " (repeatable; the value is read as JSON, else as text)",
     )
     parser.add_argument(
         "--metrics",
@@ -166,8 +178,9 @@ def run(arguments: argparse.Namespace) -> int:
         loaded = _load(arguments)
         samples = read_dataset(arguments.data, loaded.categories)
         ground_truth = _ground_truth(arguments, loaded, samples)
+        chosen = _methods(arguments.methods)
         settings = EvaluationSettings(
-            methods=_methods(arguments.methods),
+            methods=chosen,
             metrics=tuple(_metrics(arguments.metrics, ground_truth is not None)),
             options=MetricOptions(
                 batch_size=arguments.metric_batch_size,
@@ -177,6 +190,7 @@ def run(arguments: argparse.Namespace) -> int:
                 start=arguments.start,
                 tolerance=arguments.tolerance,
             ),
+            method_options=_method_options(arguments.method_options, chosen, loaded),
             target=arguments.target,
             batch_size=arguments.batch_size,
             report_images=arguments.report_images,
@@ -247,6 +261,24 @@ def _methods(text: str) -> tuple[str, ...]:
         raise OptionError("--methods is empty; name at least one method, or 'all'")
     chosen = [canonical_name(name) for name in names]
     return tuple(dict.fromkeys(chosen))
+
+
+def _method_options(
+    given: list[tuple[str, str, object]], chosen: tuple[str, ...], loaded: LoadedModel
+) -> dict[str, dict[str, Any]]:
+    """--method-option values by method, checked by building each explainer once, so that a
+    mistake is reported before the database records the run."""
+    options: dict[str, dict[str, Any]] = {}
+    for method, name, value in given:
+        if method not in chosen:
+            raise OptionError(
+                f"--method-option {method}.{name}: {method} is not among --methods"
+                f" ({', '.join(chosen)})"
+            )
+        options.setdefault(method, {})[name] = value
+    for method, values in options.items():
+        build_explainer(method_for(method, loaded.model), loaded.model, **values).close()
+    return options
 
 
 def _metrics(text: str, has_ground_truth: bool) -> list[str]:

@@ -34,7 +34,8 @@ from .store import ResultRow, ResultStore
 class EvaluationSettings:
     """What to run and how.
 
-    methods / metrics: canonical names. options: the metrics' settings. target: "prediction"
+    methods / metrics: canonical names. options: the metrics' settings. method_options: keyword
+    options per method, e.g. {"rise": {"masks": 1000}}. target: "prediction"
     (each image's top-1, Poppi et al.) or "label" (the dataset's). batch_size: images per
     explanation. report_images: how many images (the first ones) keep their maps for the
     report. model: what identifies the model (name, weights, checkpoint digest, input size).
@@ -43,6 +44,7 @@ class EvaluationSettings:
     methods: tuple[str, ...]
     metrics: tuple[str, ...]
     options: MetricOptions = field(default_factory=MetricOptions)
+    method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     target: str = "prediction"
     batch_size: int = 1
     report_images: int = 8
@@ -79,7 +81,11 @@ def evaluate(
     ]
     with ExitStack() as stack:
         explainers = {
-            name: stack.enter_context(build_explainer(method_for(name, model), model))
+            name: stack.enter_context(
+                build_explainer(
+                    method_for(name, model), model, **settings.method_options.get(name, {})
+                )
+            )
             for name in settings.methods
         }
         suites = {
