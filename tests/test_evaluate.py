@@ -291,6 +291,30 @@ def test_a_different_run_in_the_same_folder_is_refused(
     assert len(err.strip().splitlines()) == 1
 
 
+def test_method_options_reach_the_explainer_and_belong_to_the_run(
+    dataset: Path, tmp_path: Path, capsys
+) -> None:
+    output = tmp_path / "out"
+    gaussian = ("--metrics", "complexity", "--method-option", "reciprocam.mask=gaussian")
+    assert run(capsys, *arguments(dataset, output, *gaussian))[0] == 0
+    assert summary(output)["run"]["method_options"] == {"reciprocam": {"mask": "gaussian"}}
+    loaded = load_model("resnet18", checkpoint=dataset / "model.pt")
+    image = Preprocessing(resize=73, crop=SIZE)(load_image(dataset / "data" / "loose.jpg"))[0]
+    stored = {key: json.loads(values) for key, _, _, values in rows(output)}
+    for mask, expected_equal in (("gaussian", True), ("pixel", False)):
+        with build_explainer("reciprocam", loaded.model, mask=mask) as explainer:
+            complexity = float(explainer.explain(image[None]).maps.mean())
+        close = stored["loose.jpg"]["complexity"] == pytest.approx(complexity, abs=1e-6)
+        assert close == expected_equal, mask
+    code, _, err = run(capsys, *arguments(dataset, output, *gaussian[:-1], "reciprocam.mask=pixel"))
+    assert code == 1
+    assert "(method_options.reciprocam.mask differ)" in err
+    with pytest.raises(SystemExit) as exited:
+        main(arguments(dataset, output, "--method-option", "rise"))
+    assert exited.value.code == 2
+    assert "expected METHOD.NAME=VALUE, e.g. rise.masks=1000, not 'rise'" in capsys.readouterr().err
+
+
 def test_target_label_explains_the_folder_classes(dataset: Path, tmp_path: Path, capsys) -> None:
     output = tmp_path / "out"
     code, _, _err = run(
@@ -320,6 +344,9 @@ def test_target_label_explains_the_folder_classes(dataset: Path, tmp_path: Path,
         (["--boxes", "missing.json"], "cannot read the boxes"),
         (["--boxes", "elsewhere.json"], "its keys must be paths relative to --data, such as '2/"),
         (["--model", "resnet"], "unknown model 'resnet'"),
+        (["--method-option", "rise.masks=10"], "rise is not among --methods (reciprocam)"),
+        (["--method-option", "reciprocam.masks=10"], "reciprocam takes no option 'masks'"),
+        (["--method-option", "reciprocam.batch_size=-1"], "batch_size must be a positive"),
     ],
 )
 def test_user_mistakes_give_one_line_and_exit_code_1(

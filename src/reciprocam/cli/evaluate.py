@@ -179,6 +179,7 @@ def run(arguments: argparse.Namespace) -> int:
         samples = read_dataset(arguments.data, loaded.categories)
         ground_truth = _ground_truth(arguments, loaded, samples)
         chosen = _methods(arguments.methods)
+        method_options = _method_options(arguments.method_options, chosen, loaded)
         settings = EvaluationSettings(
             methods=chosen,
             metrics=tuple(_metrics(arguments.metrics, ground_truth is not None)),
@@ -190,7 +191,7 @@ def run(arguments: argparse.Namespace) -> int:
                 start=arguments.start,
                 tolerance=arguments.tolerance,
             ),
-            method_options=_method_options(arguments.method_options, chosen, loaded),
+            method_options=method_options,
             target=arguments.target,
             batch_size=arguments.batch_size,
             report_images=arguments.report_images,
