@@ -1,7 +1,7 @@
 """The ReciproCAM papers' table on real data: every method, the real EfficientNet-Lite0, the 20
 labelled ImageNet photos that install offline (foolbox's), through `reciprocam evaluate`.
 
-    python benchmarks/paper_table.py [--output DIR] [extra `reciprocam evaluate` options]
+    python benchmarks/paper_table.py [--output DIR] [--photos N] [extra `reciprocam evaluate` options]
 
 The run is resumable (rerun the same command after an interruption). It writes the summary
 with the machine to benchmarks/results/paper_table.json and prints the Markdown table beside
@@ -28,8 +28,8 @@ PAPER = {
 }
 
 
-def foolbox_photos(folder: Path) -> Path:
-    """A `PATH LABEL` list of foolbox's imagenet_NN_LABEL.jpg photos."""
+def foolbox_photos(folder: Path, count: int) -> Path:
+    """A `PATH LABEL` list of the first `count` of foolbox's imagenet_NN_LABEL.jpg photos."""
     files = importlib.metadata.distribution("foolbox").files or []
     photos = sorted(
         Path(str(f.locate()))
@@ -40,15 +40,22 @@ def foolbox_photos(folder: Path) -> Path:
         raise SystemExit(f"expected foolbox's 20 ImageNet photos, found {len(photos)}")
     folder.mkdir(parents=True, exist_ok=True)
     listing = folder / "photos.txt"
-    listing.write_text("".join(f"{p} {p.stem.split('_')[-1]}\n" for p in photos))
+    listing.write_text("".join(f"{p} {p.stem.split('_')[-1]}\n" for p in photos[:count]))
     return listing
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--output", type=Path, default=Path("paper-table"))
+    parser.add_argument(
+        "--photos",
+        type=int,
+        default=20,
+        help="the first N photos (default: all 20); a run that stopped early can be summarised"
+        " on the photos it finished, since each image's rows are independent of the others",
+    )
     arguments, extra = parser.parse_known_args()
-    listing = foolbox_photos(arguments.output)
+    listing = foolbox_photos(arguments.output, arguments.photos)
     code = reciprocam(
         [
             "evaluate",

@@ -4,8 +4,38 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import build, seeded
+from helpers import build, fingerprint, seeded
 from torch import nn
+
+from reciprocam.explainer import Explainer, Explanation, Targets
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "threads: the test explains in several threads, where another thread's call changes"
+        " the modes between a call's two fingerprints (it checks the model itself)",
+    )
+
+
+@pytest.fixture(autouse=True)
+def every_explanation_leaves_the_model_unchanged(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Wrap `Explainer.explain` in every test: the model's parameters, buffers, gradients,
+    flags and hooks are compared before and after each call, errors included."""
+    if request.node.get_closest_marker("threads"):
+        return
+    explain = Explainer.explain
+
+    def checked(self: Explainer, x: torch.Tensor, targets: Targets = None) -> Explanation:
+        before = fingerprint(self.model)
+        try:
+            return explain(self, x, targets)
+        finally:
+            assert fingerprint(self.model) == before, f"{type(self).__name__} changed the model"
+
+    monkeypatch.setattr(Explainer, "explain", checked)
 
 
 @pytest.fixture(scope="session")

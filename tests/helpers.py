@@ -48,6 +48,29 @@ def hook_counts(model: nn.Module) -> dict[str, tuple[int, ...]]:
     }
 
 
+def fingerprint(model: nn.Module) -> tuple[object, ...]:
+    """A cheap checksum of everything an explanation must leave alone: each parameter's and
+    buffer's sum and norm, each `.grad`'s, the requires_grad and training flags, the hooks."""
+
+    def checksum(tensor: torch.Tensor | None) -> tuple[str, str] | None:
+        if tensor is None:
+            return None
+        tensor = tensor.detach()
+        if not (tensor.is_floating_point() or tensor.is_complex()):
+            tensor = tensor.double()
+        total = float(tensor.sum(dtype=torch.float64))
+        norm = float(torch.linalg.vector_norm(tensor, dtype=torch.float64))
+        return total.hex(), norm.hex()  # as text, so that NaN equals NaN
+
+    return (
+        {name: checksum(value) for name, value in model.state_dict(keep_vars=True).items()},
+        {name: checksum(p.grad) for name, p in model.named_parameters()},
+        {name: p.requires_grad for name, p in model.named_parameters()},
+        {name: module.training for name, module in model.named_modules()},
+        hook_counts(model),
+    )
+
+
 def snapshot(model: nn.Module) -> dict[str, object]:
     return {
         "state": {name: value.clone() for name, value in model.state_dict(keep_vars=True).items()},

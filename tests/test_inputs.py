@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import seeded
+from helpers import error_message, seeded
 from torch import nn
 
+import reciprocam
 from reciprocam import InputError, ModelError, OptionError, ReciproCAM, ReciproCAMError, TargetError
 
 
@@ -122,3 +123,23 @@ def test_a_float64_model_gives_float64_maps():
     model = model.double().eval()
     maps = ReciproCAM(model)(seeded((1, 3, 12, 12)).double())
     assert maps.dtype == torch.float64
+
+
+@pytest.mark.parametrize("name", ["reciprocam", "gradcam", "rise"])
+def test_a_model_whose_output_is_nan_is_a_model_error(name):
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    ).eval()
+    with torch.no_grad():
+        model[4].bias[1] = float("nan")
+    message = error_message(
+        ModelError,
+        reciprocam.explainer(name, model, **({"masks": 4} if name == "rise" else {})),
+        seeded((1, 3, 16, 16)),
+    )
+    assert message.startswith("the model's output has NaN or infinite values for this")

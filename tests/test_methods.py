@@ -80,15 +80,14 @@ def activations_and_gradients(model, layer, x, targets):
     store = {}
 
     def hook(module, inputs, output):
-        output.retain_grad()
         store["a"] = output
 
     handle = layer.register_forward_hook(hook)
-    inputs = x.clone().requires_grad_(True)
-    logits = model(inputs)
+    logits = model(x.clone().requires_grad_(True))
     handle.remove()
-    logits.gather(1, targets[:, None]).sum().backward()
-    return store["a"].detach(), store["a"].grad.detach(), logits.detach()
+    # autograd.grad, unlike backward(), leaves the shared model's .grad alone.
+    (gradient,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), store["a"])
+    return store["a"].detach(), gradient.detach(), logits.detach()
 
 
 def test_cam_is_the_classifier_weights_times_the_features():

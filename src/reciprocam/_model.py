@@ -1,7 +1,10 @@
-"""Running a user's model: eval mode restored afterwards, inputs checked, logits read."""
+"""Running a user's model: one explanation at a time, eval mode restored afterwards, inputs
+checked, logits read."""
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
@@ -10,17 +13,34 @@ from torch import Tensor, nn
 
 from .errors import InputError, ModelError
 
+_LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def model_lock(model: nn.Module) -> threading.RLock:
+    """The model's own lock, held while it is explained or measured.
+
+    An explanation hooks the model's layers and switches its modes, so two explanations of
+    one model in two threads would see each other's activations: they take turns instead.
+    The lock is re-entrant (a method may call another explainer on the same model) and
+    disappears with the model.
+    """
+    with _LOCKS_GUARD:
+        return _LOCKS.setdefault(model, threading.RLock())
+
 
 @contextmanager
 def evaluation_mode(model: nn.Module) -> Iterator[None]:
-    """Put every submodule in eval mode for the block, then restore each one's own flag."""
-    flags = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()
-        yield
-    finally:
-        for module, training in flags:
-            module.training = training
+    """Hold the model's lock and put every submodule in eval mode for the block, then restore
+    each one's own flag."""
+    with model_lock(model):
+        flags = [(module, module.training) for module in model.modules()]
+        try:
+            model.eval()
+            yield
+        finally:
+            for module, training in flags:
+                module.training = training
 
 
 def class_scores(output: object) -> Tensor:
@@ -35,6 +55,17 @@ def class_scores(output: object) -> Tensor:
         raise ModelError(
             f"the model returned {found}; explaining needs class scores of shape (batch, classes)"
             " (a classifier's logits)"
+        )
+    return logits
+
+
+def check_finite_logits(logits: Tensor, x: Tensor) -> Tensor:
+    """`logits` if every value is finite, else ModelError (a broken model or an overflow)."""
+    if not bool(torch.isfinite(logits).all()):
+        raise ModelError(
+            f"the model's output has NaN or infinite values for this {x.dtype} input of shape"
+            f" {tuple(x.shape)}; check that the model itself gives finite logits on it (half"
+            " precision on CPU can overflow: try float32)"
         )
     return logits
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._model import check_input, evaluation_mode
+from ._model import check_finite_logits, check_input, evaluation_mode
 from .errors import ModelError, TargetError
 from .layers import LayerSpecs, TargetLayer
 
@@ -74,12 +74,25 @@ class Evidence:
 
 
 def normalize_maps(scores: Tensor) -> Tensor:
-    """Min-max normalise (..., h, w) maps over their last two dims; a constant map gives zeros."""
-    flat = scores.flatten(-2)
+    """Min-max normalise (..., h, w) maps over their last two dims; a constant map gives zeros.
+
+    Half-precision maps are normalised in float32, where max - min cannot overflow.
+    """
+    flat = scores.flatten(-2).to(torch.promote_types(scores.dtype, torch.float32))
     low = flat.amin(dim=-1, keepdim=True)
     spread = flat.amax(dim=-1, keepdim=True) - low
     normalised = (flat - low) / spread.clamp_min(torch.finfo(flat.dtype).tiny)
-    return normalised.view_as(scores)
+    return normalised.view_as(scores).to(scores.dtype)
+
+
+def check_finite(evidence: Evidence, method: str, x: Tensor) -> None:
+    """Raise ModelError if the model's logits or the method's raw maps are not finite."""
+    check_finite_logits(evidence.logits, x)
+    if not bool(torch.isfinite(evidence.maps).all()):
+        raise ModelError(
+            f"{method}'s maps have NaN or infinite values for this {x.dtype} input of shape"
+            f" {tuple(x.shape)}: the model's scores overflow in this dtype; explain in float32"
+        )
 
 
 def upsample_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
@@ -148,6 +161,12 @@ class Explainer(ABC):
     flag is restored afterwards), resolves the target layers on the first call and reuses them,
     and normalises and upsamples the maps. Use it as a context manager, or call `close()`, to
     drop what it caches; no hook outlives a call.
+
+    Thread safety: explanations of one model (by one explainer or several) take turns under a
+    per-model lock, so threads get correct results one after another; to explain in parallel,
+    give each thread its own copy of the model (`copy.deepcopy`). The model must not run
+    forward passes of its own in another thread during an explanation: they would pass
+    through the explanation's hooks.
     """
 
     def __init__(
@@ -183,6 +202,7 @@ class Explainer(ABC):
                 with torch.inference_mode():
                     self._layers = self._resolve(x[:1])
             evidence = self._explain(x, requested)
+        check_finite(evidence, type(self).__name__, x)
         with torch.inference_mode():
             maps = normalize_maps(evidence.maps.detach())
             if self.upsample and maps.shape[-2:] != x.shape[-2:]:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from ._model import class_scores, probe_noise, same_output
+from ._model import check_finite_logits, class_scores, probe_noise, same_output
 from .errors import InputError, LayerError, first_line
 
 LayerSpec = nn.Module | str | None
@@ -162,7 +162,7 @@ def _probe(model: nn.Module, x: Tensor) -> tuple[list[_Call], Tensor]:
     finally:
         for handle in handles:
             handle.remove()
-    return calls, class_scores(output)
+    return calls, check_finite_logits(class_scores(output), x)
 
 
 def _is_spatial(shape: tuple[int, ...] | None) -> bool:
