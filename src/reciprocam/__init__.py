@@ -6,6 +6,7 @@ from .errors import (
     LayerError,
     ModelError,
     OptionError,
+    OutputError,
     ReciproCAMError,
     TargetError,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "LayerError",
     "ModelError",
     "OptionError",
+    "OutputError",
     "ReciproCAM",
     "ReciproCAMError",
     "ScoreCAM",

@@ -35,6 +35,10 @@ class ImageError(ReciproCAMError, OSError):
     """An image file is missing, unreadable, truncated or too large."""
 
 
+class OutputError(ReciproCAMError, OSError):
+    """A result cannot be written: the output folder is a file, not writable, or full."""
+
+
 def first_line(error: BaseException) -> str:
     """The first line of a foreign exception's message (its type's name if it has none)."""
     text = str(error).strip()

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from .files import make_folder
 from .zoo.preprocessing import Box
 
 MAX_OVERLAY_SIDE = 800
@@ -76,5 +77,5 @@ def save_grid(panels: Sequence[Panel], path: Path, *, columns: int = 2, heading:
     if heading:
         figure.suptitle(heading, fontsize=15)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     figure.savefig(path, format="png")

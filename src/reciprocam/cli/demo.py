@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ..demo import GRID_NAME, demo_photos, run_demo
+from ..files import make_folder
 from .common import add_run_options, device_from, report
 
 
@@ -25,6 +26,7 @@ def add_parser(commands: Any) -> None:
 
 def run(arguments: argparse.Namespace) -> int:
     device = device_from(arguments)
+    make_folder(arguments.output)
     photos = demo_photos()
     for _ in report(
         run_demo(arguments.output, device), len(photos), progress=not arguments.no_progress

@@ -13,6 +13,7 @@ import torch
 
 from ..errors import OptionError
 from ..explainer import Explainer
+from ..files import make_folder
 from ..images import find_images
 from ..onnx import OnnxExplainer
 from ..photos import SkippedPhoto, class_index, explain_photos
@@ -157,6 +158,7 @@ def run(arguments: argparse.Namespace) -> int:
         else _torch_explainer(arguments, device)
     )
     target = class_index(arguments.target_class, categories)
+    make_folder(arguments.output)  # before the first photo, so a bad --output fails fast
     skipped = 0
     with explainer:
         results = explain_photos(

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..files import make_folder
 from ..onnx import export_onnx
 from ..registry import method_for
 from ..zoo import load_model
@@ -62,6 +63,7 @@ def run(arguments: argparse.Namespace) -> int:
     if arguments.mask is not None:
         options["mask"] = mask_name(arguments.mask, method_for("reciprocam", loaded.model))
     output = arguments.output or Path(f"{loaded.name.replace(':', '_')}_reciprocam.onnx")
+    make_folder(output.parent)  # before the export, so a bad --output fails fast
     path = export_onnx(
         loaded.model,
         output,

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..files import make_folder
 from ..onnx import insert_reciprocam
 from .common import add_score_option
 
@@ -39,6 +40,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
+    make_folder(arguments.output.parent)
     path = insert_reciprocam(
         arguments.input,
         arguments.output,

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
+from ..files import make_folder
 
 DATABASE = "evaluation.sqlite"
 
@@ -78,7 +79,7 @@ class ResultStore:
     """The evaluation database in an output folder."""
 
     def __init__(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder)
         self.path = folder / DATABASE
         try:
             self._connection = sqlite3.connect(self.path, timeout=300, isolation_level=None)
