@@ -26,7 +26,7 @@ from ..evaluation import (
 from ..evaluation.distributed import local_device, process_group
 from ..evaluation.report import REPORT_FILE, table_cells
 from ..metrics import MetricOptions, metric_info, metric_names, resolve_metric_names
-from ..registry import canonical_name, method_for, methods
+from ..registry import canonical_name, methods
 from ..registry import explainer as build_explainer
 from ..zoo import LoadedModel, load_model
 from .common import (
@@ -278,7 +278,7 @@ def _method_options(
             )
         options.setdefault(method, {})[name] = value
     for method, values in options.items():
-        build_explainer(method_for(method, loaded.model), loaded.model, **values).close()
+        build_explainer(method, loaded.model, **values).close()
     return options
 
 
