@@ -1,7 +1,7 @@
 """The ReciproCAM papers' table on real data: every method, the real EfficientNet-Lite0, the 20
 labelled ImageNet photos that install offline (foolbox's), through `reciprocam evaluate`.
 
-    python benchmarks/paper_table.py [--output DIR] [--photos N] [extra `reciprocam evaluate` options]
+    python benchmarks/paper_table.py [--output DIR] [--photos N] [`reciprocam evaluate` options]
 
 The run is resumable (rerun the same command after an interruption). It writes the summary
 with the machine to benchmarks/results/paper_table.json and prints the Markdown table beside

@@ -97,7 +97,8 @@ def export_onnx(
         method: "reciprocam" (ViT-ReciproCAM on a vision transformer) or "vit-reciprocam".
         target_layer: as for the explainer (None: automatic).
         input_shape: (B, 3, H, W) of the inputs; H and W are fixed in the graph, B is dynamic.
-        preprocessing, categories: stored in the metadata for `reciprocam explain --onnx`.
+        preprocessing: stored in the metadata for `reciprocam explain --onnx`.
+        categories: the class names, stored in the metadata likewise.
         opset: the ONNX opset.
         options: the method's options (score, mask, cls_token, mask_residual, block, ...).
     """
