@@ -1,6 +1,12 @@
-"""mkdocs hook: replace `<!-- table: NAME -->` in a page with a Markdown table generated from
-`benchmarks/results/NAME.json` (speed, localisation, paper_table), so the site never shows stale
-figures."""
+"""mkdocs hooks: benchmark tables generated at build time, and the README published as a page.
+
+- `<!-- table: NAME -->` in a page becomes a Markdown table built from
+  `benchmarks/results/NAME.json` (NAME: speed, localisation, paper_table), with the machine the
+  figures were measured on. A missing file becomes a note saying the benchmark has not run, so
+  the figures on the site are always the ones the benchmarks last wrote.
+- The repository's README.md becomes the page `guide.md`; the repository files it links to
+  (such as the speed plot) are published beside it.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,36 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
+from statistics import median
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+from mkdocs.config.defaults import MkDocsConfig
+from mkdocs.exceptions import PluginError
+from mkdocs.structure.files import File, Files
+from mkdocs.structure.pages import Page
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+GUIDE = "guide.md"
+
 PLACEHOLDER = re.compile(r"<!-- table: (\w+) -->")
+# A relative Markdown link or image target: `](path)`, not a URL and not an in-page anchor.
+RELATIVE_LINK = re.compile(r"(!?)\[([^\]]*)\]\((?![a-z][a-z0-9+.-]*:|#)([^)\s]+)\)")
+
 SPEED_COLUMNS = [("resnet50", 1), ("resnet50", 8), ("vit_b_16", 1), ("vit_b_16", 8)]
-PAPER_METRICS = ["average_drop", "increase_in_confidence", "deletion", "insertion", "coherency"]
-PAPER_METRICS += ["complexity", "adcc"]
+LOCALISATION = ("pointing_game", "energy_pointing_game", "mask_iou")
+PAPER_METRICS = [
+    "average_drop",
+    "increase_in_confidence",
+    "deletion",
+    "insertion",
+    "coherency",
+    "complexity",
+    "adcc",
+]
+# Reference maps in the localisation benchmark: a method should beat them.
+BASELINE_MAPS = {"random": "random map (reference)", "centre": "centre Gaussian (reference)"}
 
 
 def ratio(value: float) -> str:
@@ -25,71 +54,128 @@ def ratio(value: float) -> str:
 
 
 def percent(value: float | None) -> str:
-    """A fraction x 100 with one decimal, or a dash."""
+    """A fraction x 100 with one decimal, or a dash for a missing (or NaN) value."""
     return "-" if value is None else f"{100 * value:.1f}"
 
 
 def machine(results: dict[str, Any]) -> str:
-    """One line naming the machine a result ran on."""
-    found = results["machine"]
-    device = found.get("gpu") or f"{found['cpu']}, {found['cores']} cores"
-    return f"Measured on {device}, torch {found['torch']}, Python {found['python']}."
+    """One sentence naming the machine a result file was measured on."""
+    found = results.get("machine")
+    if not found:
+        return "The machine is not recorded."
+    cpu = f"{found.get('cpu', 'an unrecorded CPU')} ({found.get('cores', '?')} cores"
+    if found.get("torch_threads") is not None:
+        cpu += f", {found['torch_threads']} torch threads"
+    gpu = f"GPU {found['gpu']}" if found.get("gpu") else "no GPU"
+    versions = f"torch {found.get('torch', '?')}, Python {found.get('python', '?')}"
+    return f"Measured on {cpu}), {gpu}; {versions}."
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
 def speed_table(results: dict[str, Any]) -> str:
-    """Per method, ours (and pytorch-grad-cam's) time over inference per model and batch."""
+    """Per method, time per image over plain inference for each model and batch."""
     cells: dict[str, dict[tuple[str, int], str]] = {}
+    inference: dict[tuple[str, int], list[float]] = {}
+    openvino: dict[tuple[str, int], str] = {}
     for row in results["rows"]:
+        column = (row["model"], row["batch"])
+        if row["source"] == "openvino":
+            found = row.get("openvino_xai")
+            openvino[column] = ratio(found) if found is not None else "failed"
+            continue
         if row["source"] != "torch":
             continue
         text = ratio(row["ours"])
         if "pytorch-grad-cam" in row:
             text += f" (pgc {ratio(row['pytorch-grad-cam'])})"
-        cells.setdefault(row["method"], {})[row["model"], row["batch"]] = text
-    header = ["method", *(f"{model}, batch {batch}" for model, batch in SPEED_COLUMNS)]
-    rows = [
-        [method, *(by_column.get(column, "-") for column in SPEED_COLUMNS)]
-        for method, by_column in cells.items()
+        cells.setdefault(row["method"], {})[column] = text
+        inference.setdefault(column, []).append(row["inference_seconds"])
+    columns = [c for c in SPEED_COLUMNS if c in inference]
+    columns += sorted(c for c in inference if c not in SPEED_COLUMNS)
+    header = ["method", *(f"{model}, batch {batch}" for model, batch in columns)]
+    rows = [["plain inference", *(f"{1000 * median(inference[c]):.0f} ms" for c in columns)]]
+    rows += [[method, *(found.get(c, "-") for c in columns)] for method, found in cells.items()]
+    if openvino:
+        label = "reciprocam by openvino_xai (on OpenVINO)"
+        rows.append([label, *(openvino.get(c, "-") for c in columns)])
+    notes = [
+        machine(results),
+        "Plain inference: median time of one forward pass of the batch. Each other cell: the"
+        " method's time over that inference, timed side by side; pgc: pytorch-grad-cam's"
+        " implementation of the same method in the same run; -: not measured.",
+        "On vit_b_16 the `reciprocam` row is ViT-ReciproCAM.",
     ]
-    note = (
-        f"\n\n{machine(results)} Time per image over plain inference of the same model and"
-        " batch, CPU, 224x224; pgc: pytorch-grad-cam measured in the same run."
-    )
-    return table(header, rows) + note
+    if openvino:
+        notes.append(
+            "openvino_xai's row is a ratio to OpenVINO's own inference of the same model;"
+            " failed: openvino_xai raised an error (the message is in speed.json)."
+        )
+    if "rise_masks" in results:
+        notes.append(f"RISE ran with {results['rise_masks']} masks.")
+    for setting, value in results.get("score_cam_over_reciprocam", {}).items():
+        notes.append(f"Score-CAM over ReciproCAM, {setting}: {ratio(value)}.")
+    return table(header, rows) + "\n\n" + " ".join(notes)
 
 
 def localisation_table(results: dict[str, Any]) -> str:
-    """Per method, PG / EPG / IoU on each trained Shapes model."""
-    models = list(results["models"])
-    methods = list(results["models"][models[0]]["scores"])
-    header = ["method", *(f"{model} PG / EPG / IoU" for model in models)]
+    """Per method, Pointing Game / Energy Pointing Game / mask IoU on each Shapes model."""
+    models = results["models"]
+    methods: list[str] = []
+    for found in models.values():
+        methods += [m for m in found["scores"] if m not in methods]
+    methods = [m for m in methods if m not in BASELINE_MAPS] + [
+        m for m in methods if m in BASELINE_MAPS
+    ]
+    header = ["method", *(f"{model}: PG / EPG / IoU" for model in models)]
     rows = []
     for method in methods:
-        row = [method]
-        for model in models:
-            scores = results["models"][model]["scores"].get(method)
+        row = [BASELINE_MAPS.get(method, method)]
+        for found in models.values():
+            scores = found["scores"].get(method)
             if scores is None:
-                row.append("-")
-                continue
-            keys = ("pointing_game", "energy_pointing_game", "mask_iou")
-            row.append(" / ".join(percent(scores.get(key)) for key in keys))
+                row.append("not supported" if method in found.get("unsupported", {}) else "-")
+            else:
+                row.append(" / ".join(percent(scores.get(key)) for key in LOCALISATION))
         rows.append(row)
-    return table(header, rows) + f"\n\n{machine(results)} {results['images']} test images."
+    notes = [machine(results), f"{results.get('images', '?')} test images per model."]
+    short = dict(zip(LOCALISATION, ("PG", "EPG", "IoU"), strict=True))
+    for model, found in models.items():
+        below = [
+            f"{short.get(metric, metric)}: {', '.join(f'`{name}`' for name in names)}"
+            for metric, names in found.get("not_above_baselines", {}).items()
+            if names
+        ]
+        if below:
+            notes.append(f"Not clearly above the reference maps on {model}: {'; '.join(below)}.")
+    return table(header, rows) + "\n\n" + " ".join(notes)
 
 
 def paper_table(results: dict[str, Any]) -> str:
-    """The papers' seven columns per method, x 100."""
-    labels = [results["metrics"][name]["label"] for name in PAPER_METRICS]
+    """The papers' seven metrics per method, x 100, with the paper's own ReciproCAM rows."""
+    labels = []
+    for name in PAPER_METRICS:
+        info = results["metrics"][name]
+        labels.append(f"{info['label']} {'↑' if info['higher_is_better'] else '↓'}")
     rows = [
         [method, *(percent(summary["values"].get(name)) for name in PAPER_METRICS)]
         for method, summary in results["methods"].items()
     ]
-    return table(["method", *labels], rows) + f"\n\n{machine(results)} {results.get('note', '')}"
+    for model, values in results.get("paper_reciprocam_rows", {}).items():
+        rows.append([f"ReciproCAM in the paper ({model})", *(f"{v:.1f}" for v in values)])
+    run = results.get("run", {})
+    images = {summary.get("images") for summary in results["methods"].values()}
+    notes = [
+        machine(results),
+        f"Model: {run.get('model', {}).get('name', 'not recorded')};"
+        f" {', '.join(str(i) for i in sorted(images, key=str))} photos.",
+        results.get("note", ""),
+    ]
+    return table(["method", *labels], rows) + "\n\n" + " ".join(n for n in notes if n)
 
 
 TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -99,14 +185,41 @@ TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
 }
 
 
-def render(name: str) -> str:
-    """The table for `<!-- table: NAME -->`, or a line saying the benchmark has not run."""
-    path = RESULTS / f"{name}.json"
+def render(name: str, results: Path = RESULTS) -> str:
+    """The table for `<!-- table: NAME -->`, or a note when the benchmark has not run."""
+    if name not in TABLES:
+        raise PluginError(f"docs: unknown table placeholder '{name}'; known: {', '.join(TABLES)}")
+    path = results / f"{name}.json"
     if not path.is_file():
-        return f"*Not yet run: `{path.name}` is missing from benchmarks/results.*"
-    return TABLES[name](json.loads(path.read_text()))
+        return f"*Not measured yet: `benchmarks/results/{path.name}` does not exist.*"
+    try:
+        return TABLES[name](json.loads(path.read_text()))
+    except (KeyError, TypeError, ValueError) as error:
+        raise PluginError(
+            f"docs: {path} does not have the expected structure: {error!r}"
+        ) from error
 
 
-def on_page_markdown(markdown: str, **_: Any) -> str:
-    """mkdocs' hook: fill every placeholder of the page."""
+def on_files(files: Files, config: MkDocsConfig) -> Files:
+    """Publish README.md as guide.md, with the repository files it links to."""
+    files.append(File.generated(config, GUIDE, abs_src_path=str(README)))
+    for _, _, target in RELATIVE_LINK.findall(README.read_text()):
+        path = target.split("#")[0]
+        if (ROOT / path).is_file() and files.get_file_from_path(path) is None:
+            files.append(File.generated(config, path, abs_src_path=str(ROOT / path)))
+    return files
+
+
+def _unlink_missing(match: re.Match[str]) -> str:
+    """A README link to something the site cannot hold (a folder) becomes its text."""
+    image, text, target = match.groups()
+    if image or (ROOT / target.split("#")[0]).is_file():
+        return match.group(0)
+    return text
+
+
+def on_page_markdown(markdown: str, page: Page, **_: Any) -> str:
+    """Fill the table placeholders of a page; in the guide, unlink what is not published."""
+    if page.file.src_uri == GUIDE:
+        markdown = RELATIVE_LINK.sub(_unlink_missing, markdown)
     return PLACEHOLDER.sub(lambda match: render(match.group(1)), markdown)
