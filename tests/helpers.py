@@ -49,22 +49,16 @@ def hook_counts(model: nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def fingerprint(model: nn.Module) -> tuple[object, ...]:
-    """A cheap checksum of everything an explanation must leave alone: each parameter's and
-    buffer's sum and norm, each `.grad`'s, the requires_grad and training flags, the hooks."""
+    """What an explanation must leave alone, cheaply enough for every call: each parameter's,
+    buffer's and `.grad`'s identity and version counter (which every in-place change bumps),
+    the requires_grad and training flags, and the hooks."""
 
-    def checksum(tensor: torch.Tensor | None) -> tuple[str, str] | None:
-        if tensor is None:
-            return None
-        tensor = tensor.detach()
-        if not (tensor.is_floating_point() or tensor.is_complex()):
-            tensor = tensor.double()
-        total = float(tensor.sum(dtype=torch.float64))
-        norm = float(torch.linalg.vector_norm(tensor, dtype=torch.float64))
-        return total.hex(), norm.hex()  # as text, so that NaN equals NaN
+    def identity(tensor: torch.Tensor | None) -> tuple[int, int] | None:
+        return None if tensor is None else (id(tensor), tensor._version)
 
     return (
-        {name: checksum(value) for name, value in model.state_dict(keep_vars=True).items()},
-        {name: checksum(p.grad) for name, p in model.named_parameters()},
+        {name: identity(value) for name, value in model.state_dict(keep_vars=True).items()},
+        {name: identity(p.grad) for name, p in model.named_parameters()},
         {name: p.requires_grad for name, p in model.named_parameters()},
         {name: module.training for name, module in model.named_modules()},
         hook_counts(model),
