@@ -22,6 +22,8 @@ from mkdocs.exceptions import PluginError
 from mkdocs.structure.files import File, Files
 from mkdocs.structure.pages import Page
 
+from reciprocam.metrics import PAPER_METRICS
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
@@ -33,15 +35,6 @@ RELATIVE_LINK = re.compile(r"(!?)\[([^\]]*)\]\((?![a-z][a-z0-9+.-]*:|#)([^)\s]+)
 
 SPEED_COLUMNS = [("resnet50", 1), ("resnet50", 8), ("vit_b_16", 1), ("vit_b_16", 8)]
 LOCALISATION = ("pointing_game", "energy_pointing_game", "mask_iou")
-PAPER_METRICS = [
-    "average_drop",
-    "increase_in_confidence",
-    "deletion",
-    "insertion",
-    "coherency",
-    "complexity",
-    "adcc",
-]
 # Reference maps in the localisation benchmark: a method should beat them.
 BASELINE_MAPS = {"random": "random map (reference)", "centre": "centre Gaussian (reference)"}
 
