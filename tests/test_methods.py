@@ -385,7 +385,8 @@ def test_a_vision_transformer_s_tokens_fold_into_the_patch_grid():
     cam = GradCAM(model, upsample=False)
     maps = cam(x)
     assert str(cam.target_layer) == "blocks.2.norm1"  # the last block's first LayerNorm
-    assert cam.target_layer.tokens.prefix == 3
+    assert cam.target_layer.layout.prefix == 3
+    assert cam.target_layer.layout.grid == (4, 4)
     targets = model(x).argmax(1)
     tokens, grads, _ = activations_and_gradients(model, model.blocks[2].norm1, x, targets)
 

@@ -96,7 +96,7 @@ def test_each_class_lights_up_its_own_half(classifier, side_by_side):
     x = halves(photo("chelsea.png"), photo("coffee.png"), side_by_side)
     cam = ViTReciproCAM(classifier, upsample=False)
     explanation = cam.explain(x, targets=[CAT])
-    assert (cam.grid.prefix, cam.grid.height, cam.grid.width) == (1, 16, 16)
+    assert (cam.grid.prefix, cam.grid.grid) == (1, (16, 16))
     assert cam.uses_fast_path
     maps = explanation.class_maps[0]
     first, second = (maps[:, :, :8], maps[:, :, 8:]) if side_by_side else (maps[:, :8], maps[:, 8:])

@@ -108,7 +108,7 @@ def test_timm_token_layouts_match_the_definition(options, grid, prefix, block):
     for fast_path in (True, False):
         cam = ViTReciproCAM(model, block=block, fast_path=fast_path)
         assert_scores_close(cam.explain(x).scores, expected)
-        assert (cam.grid.prefix, cam.grid.height, cam.grid.width) == (prefix, *grid)
+        assert (cam.grid.prefix, cam.grid.grid) == (prefix, tuple(grid))
 
 
 # Real-size models at 224x224: the fast path equals the generic batched path.
@@ -150,7 +150,7 @@ def test_fast_path_equals_generic_path_on_real_sizes(name, options):
         torch.testing.assert_close(a.scores, b.scores, rtol=0, atol=1e-4)
         torch.testing.assert_close(a.logits, b.logits, rtol=0, atol=1e-4)
     assert fast.uses_fast_path
-    assert (fast.grid.height, fast.grid.width) == (height // 16, width // 16)
+    assert fast.grid.grid == (height // 16, width // 16)
     assert a.maps.shape == (1, height, width)
 
 

@@ -1,5 +1,5 @@
-"""Running a user's model: one explanation at a time, eval mode restored afterwards, inputs
-checked, logits read."""
+"""Running a user's model: one explanation at a time, its modes restored afterwards (and its
+attributes after probes), inputs checked, logits read, hooks removed."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import threading
 import weakref
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
-from .errors import InputError, ModelError
+from .errors import InputError, ModelError, ReciproCAMError, first_line
 
 _LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
@@ -43,6 +45,51 @@ def evaluation_mode(model: nn.Module) -> Iterator[None]:
                 module.training = training
 
 
+@contextmanager
+def restoring_attributes(model: nn.Module) -> Iterator[None]:
+    """Put back every plain attribute of every submodule (outside its parameters, buffers and
+    submodules) as it was before the block.
+
+    Probes run the model on inputs the user never gives (a one-position grid, noise), and some
+    models adapt attributes to what they see (Hugging Face Swin shrinks `window_size` to a
+    small grid, for good): a probe must leave no trace.
+    """
+    saved = [(module, _plain_attributes(module)) for module in model.modules()]
+    try:
+        yield
+    finally:
+        for module, attributes in saved:
+            _restore_attributes(module, attributes)
+
+
+def _plain_attributes(module: nn.Module) -> dict[str, Any]:
+    return {
+        name: value
+        for name, value in vars(module).items()
+        if name not in ("_parameters", "_buffers", "_modules")
+    }
+
+
+def _restore_attributes(module: nn.Module, attributes: dict[str, Any]) -> None:
+    current = vars(module)
+    for name in [name for name in current if name not in attributes]:
+        if name not in ("_parameters", "_buffers", "_modules"):
+            del current[name]
+    for name, value in attributes.items():
+        if current.get(name) is not value:
+            current[name] = value
+
+
+@contextmanager
+def removing(*handles: RemovableHandle) -> Iterator[None]:
+    """Remove the hooks when the block ends, also on errors."""
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def class_scores(output: object) -> Tensor:
     """The (batch, classes) logits in a model's output: a tensor, `.logits`, or `["logits"]`."""
     logits = output
@@ -57,6 +104,23 @@ def class_scores(output: object) -> Tensor:
             " (a classifier's logits)"
         )
     return logits
+
+
+def model_scores(model: nn.Module, x: Tensor) -> Tensor:
+    """The (batch, classes) logits of `model(x)`; the model refusing x is an InputError.
+
+    Models check their own input (a ViT's fixed size, a convolution's channel count) with
+    assertions and errors of every type: their first line says what the model expects.
+    """
+    try:
+        output = model(x)
+    except ReciproCAMError:
+        raise
+    except Exception as error:
+        raise InputError(
+            f"the model failed on an input of shape {tuple(x.shape)}: {first_line(error)}"
+        ) from None
+    return class_scores(output)
 
 
 def check_finite_logits(logits: Tensor, x: Tensor) -> Tensor:

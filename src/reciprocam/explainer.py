@@ -20,11 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._model import check_finite_logits, check_input, evaluation_mode
+from ._model import check_finite_logits, check_input, evaluation_mode, restoring_attributes
 from .errors import ModelError, TargetError
 from .layers import LayerSpecs, TargetLayer
 
 _Self = TypeVar("_Self", bound="Explainer")
+
+# Input sizes whose resolved layers an explainer keeps (the oldest is dropped first).
+_RESOLVED_SIZES = 16
 
 Targets = int | Sequence[int] | Tensor | np.ndarray | None
 """Classes to explain: None (each image's top-1), one class for all images, or one per image."""
@@ -158,9 +161,9 @@ class Explainer(ABC):
 
     A method implements `_explain` (and `_resolve` if it works on layers). The base checks the
     input and the targets, runs the method with the model in eval mode (each submodule's own
-    flag is restored afterwards), resolves the target layers on the first call and reuses them,
-    and normalises and upsamples the maps. Use it as a context manager, or call `close()`, to
-    drop what it caches; no hook outlives a call.
+    flag is restored afterwards), resolves the target layers for each input size it sees and
+    reuses them for that size, and normalises and upsamples the maps. Use it as a context
+    manager, or call `close()`, to drop what it caches; no hook outlives a call.
 
     Thread safety: explanations of one model (by one explainer or several) take turns under a
     per-model lock, so threads get correct results one after another; to explain in parallel,
@@ -178,10 +181,12 @@ class Explainer(ABC):
         self.upsample = upsample
         self._layer_spec = target_layer
         self._layers: list[TargetLayer] | None = None
+        self._resolved: dict[tuple[nn.Module, tuple[int, ...]], list[TargetLayer]] = {}
 
     @property
     def target_layers(self) -> list[TargetLayer] | None:
-        """The resolved target layers (empty for methods without one), or None before a call."""
+        """The target layers resolved for the last call's input size (empty for methods without
+        one), or None before a call."""
         return self._layers
 
     @property
@@ -198,9 +203,7 @@ class Explainer(ABC):
         x = check_input(x, self.model)
         requested = parse_targets(targets, x.shape[0])
         with evaluation_mode(self.model):
-            if self._layers is None:
-                with torch.inference_mode():
-                    self._layers = self._resolve(x[:1])
+            self._layers = self._layers_for(x)
             evidence = self._explain(x, requested)
         check_finite(evidence, type(self).__name__, x)
         with torch.inference_mode():
@@ -221,6 +224,22 @@ class Explainer(ABC):
             else evidence.attributions.detach().clone(),
         )
 
+    def _layers_for(self, x: Tensor) -> list[TargetLayer]:
+        """The target layers for x's model and input size, resolved once per size.
+
+        The layer and its grid follow the input: a fresh explainer and one that saw other
+        sizes before compute the same maps.
+        """
+        key = (self.model, tuple(x.shape[1:]))
+        layers = self._resolved.get(key)
+        if layers is None:
+            with torch.inference_mode(), restoring_attributes(self.model):
+                layers = self._resolve(x[:1])
+            if len(self._resolved) >= _RESOLVED_SIZES:
+                del self._resolved[next(iter(self._resolved))]
+            self._resolved[key] = layers
+        return layers
+
     def _resolve(self, image: Tensor) -> list[TargetLayer]:
         """The target layers, found and checked on one image (none by default)."""
         return []
@@ -232,6 +251,7 @@ class Explainer(ABC):
     def close(self) -> None:
         """Forget the resolved layers and any cached state."""
         self._layers = None
+        self._resolved.clear()
 
     def __enter__(self: _Self) -> _Self:
         return self

@@ -1,25 +1,33 @@
 """Target layers: find the layer an explainer works on, check it, and tap its output.
 
 A target layer is one call of one module (a module that runs several times in a forward,
-such as a shared ReLU, is tapped at its last call). It must output a spatial feature map
-(B, C, H, W) with H, W > 1, and the prediction must depend on the input through that output
+such as a shared ReLU, is tapped at its last call). It must output a spatial grid of
+features, every side > 1, in a layout `reciprocam.layout` decides (channels-first,
+channels-last or tokens), and the prediction must depend on the input through that output
 alone: masking it is then the same as masking everything the rest of the network sees.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 
 import torch
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
 
-from ._model import check_finite_logits, class_scores, probe_noise, same_output
-from .errors import InputError, LayerError, first_line
+from ._model import (
+    check_finite_logits,
+    class_scores,
+    model_scores,
+    probe_noise,
+    removing,
+    same_output,
+)
+from .errors import LayerError
+from .layout import FeatureLayout, Kind, LayoutSpec, layout_kind, produced_kind, read_layout
+from .vit import find_layout
 
 LayerSpec = nn.Module | str | None
 """A target layer as users give it: a submodule, its dotted name, or None for automatic."""
@@ -32,38 +40,26 @@ _HEAD_POOLING = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
 
 @dataclass(frozen=True)
-class TokenGrid:
-    """How a block's (B, N, D) tokens are laid out: `prefix` tokens, then a row-major grid."""
-
-    prefix: int
-    height: int
-    width: int
-    dim: int
-
-    @property
-    def patches(self) -> int:
-        return self.height * self.width
-
-    @property
-    def tokens(self) -> int:
-        return self.prefix + self.patches
-
-
-@dataclass(frozen=True)
 class TargetLayer:
     """One call of one module of the model; `call` counts from 0 within a forward pass.
 
-    `tokens` is set when the layer outputs a vision transformer's (B, N, D) tokens: how they fold
-    into a (B, D, h, w) feature map.
+    `layout` says how the output is laid out (channels-first, channels-last or tokens, its grid
+    at the input size it was resolved for); None for layers that are not read as feature maps
+    (FullGrad's bias layers).
     """
 
     name: str
     module: nn.Module
     call: int = 0
-    tokens: TokenGrid | None = None
+    layout: FeatureLayout | None = None
 
     def __str__(self) -> str:
         return self.name if self.call == 0 else f"{self.name} (call {self.call + 1})"
+
+    def features(self, output: Tensor) -> Tensor:
+        """The layer's output as (B, C, *grid) channels-first features."""
+        assert self.layout is not None  # resolved with a layout
+        return self.layout.to_channels_first(output)
 
 
 class LayerTap:
@@ -102,25 +98,6 @@ class LayerTap:
         return self.on_output(output)
 
 
-@contextmanager
-def removing(*handles: RemovableHandle) -> Iterator[None]:
-    """Remove the hooks when the block ends, also on errors."""
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def feature_map(output: Tensor, layer: TargetLayer) -> Tensor:
-    """The layer's output as a (B, C, h, w) map; tokens lose the prefix and fold into the grid."""
-    grid = layer.tokens
-    if grid is None:
-        return output
-    patches = output[:, grid.prefix :]
-    return patches.reshape(output.shape[0], grid.height, grid.width, -1).permute(0, 3, 1, 2)
-
-
 def run_tapped(
     model: nn.Module, x: Tensor, layer: TargetLayer, on_output: Callable[[Tensor], Tensor | None]
 ) -> Tensor:
@@ -135,6 +112,7 @@ class _Call:
     module: nn.Module
     index: int
     shape: tuple[int, ...] | None
+    produced: Kind | None  # what the producing module's type says of the layout
 
 
 def _probe(model: nn.Module, x: Tensor) -> tuple[list[_Call], Tensor]:
@@ -147,26 +125,37 @@ def _probe(model: nn.Module, x: Tensor) -> tuple[list[_Call], Tensor]:
             index = counts.get(module, 0)
             counts[module] = index + 1
             shape = tuple(output.shape) if isinstance(output, Tensor) else None
-            calls.append(_Call(name, module, index, shape))
+            produced = None if shape is None else produced_kind(module, shape)
+            if produced is None and shape is not None:
+                # A container or an element-wise module keeps its producer's layout: the last
+                # call that made a tensor of this shape and whose type says how.
+                produced = next(
+                    (c.produced for c in reversed(calls) if c.shape == shape and c.produced),
+                    None,
+                )
+            calls.append(_Call(name, module, index, shape, produced))
 
         return record
 
     handles = [m.register_forward_hook(recorder(n)) for n, m in model.named_modules() if n]
+    with removing(*handles):
+        logits = model_scores(model, x)
+    return calls, check_finite_logits(logits, x)
+
+
+def _spatial_layout(call: _Call, x: Tensor, requested: Kind | None) -> FeatureLayout | None:
+    """The call's layout if its output is a spatial grid (every side > 1) of x's batch."""
+    if call.shape is None or len(call.shape) not in (3, 4) or call.shape[0] != x.shape[0]:
+        return None
     try:
-        output = model(x)
-    except RuntimeError as error:
-        reason = first_line(error)
-        raise InputError(
-            f"the model failed on an input of shape {tuple(x.shape)}: {reason}"
-        ) from None
-    finally:
-        for handle in handles:
-            handle.remove()
-    return calls, check_finite_logits(class_scores(output), x)
+        layout = read_layout(call.shape, _input_grid(x), call.produced, requested, call.name)
+    except LayerError:
+        return None
+    return layout if min(layout.grid) > 1 else None
 
 
-def _is_spatial(shape: tuple[int, ...] | None) -> bool:
-    return shape is not None and len(shape) == 4 and shape[2] > 1 and shape[3] > 1
+def _input_grid(x: Tensor) -> tuple[int, ...]:
+    return tuple(x.shape[2:])
 
 
 def _first_row_copies(copies: int) -> Callable[[Tensor], Tensor]:
@@ -187,12 +176,12 @@ def sole_path_problem(
         copies = run_tapped(model, pair, layer, _first_row_copies(3))
         if same_output(copies, logits.expand_as(copies)):
             return None
-    except (RuntimeError, ValueError, IndexError):
+    except Exception:  # a head that refuses another batch size: told apart below
         pass
     try:
         same_size = run_tapped(model, pair, layer, _first_row_copies(2))
         bypassed = not same_output(same_size, logits.expand_as(same_size))
-    except (RuntimeError, ValueError, IndexError):
+    except Exception:  # any failure of the probe means the layer cannot be replaced
         bypassed = True
     if bypassed:
         return (
@@ -239,61 +228,52 @@ def single_layer(spec: LayerSpecs, method: str) -> LayerSpec:
 
 
 def resolve_layer(
-    model: nn.Module, spec: LayerSpec, x: Tensor, *, sole_path: bool = True
+    model: nn.Module,
+    spec: LayerSpec,
+    x: Tensor,
+    *,
+    sole_path: bool = True,
+    layout: LayoutSpec = None,
 ) -> TargetLayer:
     """The target layer for `spec` (None = automatic), checked on one image `x`.
 
-    Automatic: the last module call, in the order calls finish, whose output is a spatial map
-    that alone determines the prediction (so a container such as ResNet's `layer4` wins over
-    its last child). Pooling to a fixed size (`AdaptiveAvgPool2d`) counts as part of the head.
+    Automatic: the last module call, in the order calls finish, whose output is a spatial grid
+    (channels-first, channels-last or tokens, every side > 1, see `reciprocam.layout`) that
+    alone determines the prediction, and on whose grid the prediction depends (not only on its
+    prefix tokens, as a ViT's class-token head after the last block). So a container such as
+    ResNet's `layer4` wins over its last child, and a Swin's final norm over its last stage.
+    Pooling to a fixed size (`AdaptiveAvgPool2d`) counts as part of the head.
 
     `sole_path=True` (the masking methods) refuses a layer that computation bypasses.
     `sole_path=False` (methods that read a layer's activations and gradients) accepts any
-    spatial layer, and the tokens of a supported vision transformer, whose automatic layer is
-    then the last block's first LayerNorm.
+    spatial layer; on a supported vision transformer its automatic layer is the last block's
+    first LayerNorm. `layout` forces how the output is read ("nchw", "nhwc", "tokens").
     """
+    requested = layout_kind(layout)
     if spec is None and not sole_path:
-        from .vit import find_layout
-
-        layout = find_layout(model)
-        if layout is not None:
-            spec = layout.norm1(len(layout.blocks) - 1)
+        found = find_layout(model)
+        if found is not None:
+            spec = found.norm1(len(found.blocks) - 1)
     calls, logits = _probe(model, x)
     last_calls = {call.module: call for call in calls}
     if spec is None:
-        candidates = [
-            call
-            for call in calls
-            if last_calls[call.module] is call
-            and _is_spatial(call.shape)
-            and not isinstance(call.module, _HEAD_POOLING)
-        ]
-        for call in reversed(candidates):
-            layer = TargetLayer(call.name, call.module, call.index)
-            if sole_path_problem(model, x, logits, layer) is None:
-                return layer
-        raise LayerError(
-            f"found no layer in {type(model).__name__} whose output is a spatial feature map"
-            " (batch, channels, height > 1, width > 1) that alone determines the prediction;"
-            " pass target_layer with a layer name"
-        )
+        return _automatic_layer(model, x, logits, calls, requested)
     name, module = _lookup(model, spec)
     last = last_calls.get(module)
     if last is None:
         raise LayerError(f"layer '{name}' did not run in the model's forward pass")
-    layer = TargetLayer(name, module, last.index)
-    if not sole_path and last.shape is not None and len(last.shape) == 3:
-        return TargetLayer(name, module, last.index, _token_grid(model, x, layer, last.shape))
-    if last.shape is None or len(last.shape) != 4:
-        found = "no tensor" if last.shape is None else f"a tensor of shape {last.shape}"
+    if last.shape is None:
         raise LayerError(
-            f"layer '{layer}' outputs {found}; explaining needs a spatial feature map"
+            f"layer '{name}' outputs no tensor; explaining needs a spatial feature map"
             " (batch, channels, height, width)"
         )
-    if not _is_spatial(last.shape):
+    found_layout = read_layout(last.shape, _input_grid(x), last.produced, requested, name)
+    layer = TargetLayer(name, module, last.index, found_layout)
+    if min(found_layout.grid) < 2:
         raise LayerError(
-            f"layer '{layer}' outputs a {last.shape[2]}x{last.shape[3]} map at this input size;"
-            " explaining needs height and width > 1: use a larger input or an earlier layer"
+            f"layer '{layer}' outputs a {_grid_text(found_layout)} map at this"
+            " input size; explaining needs height and width > 1: use a larger input or an"
+            " earlier layer"
         )
     problem = sole_path_problem(model, x, logits, layer) if sole_path else None
     if problem is not None:
@@ -301,39 +281,74 @@ def resolve_layer(
     return layer
 
 
-def _token_grid(
-    model: nn.Module, x: Tensor, layer: TargetLayer, shape: tuple[int, ...]
-) -> TokenGrid:
-    """How a vision transformer layer's (1, N, D) tokens fold into the patch grid."""
-    from .vit import find_layout
+def _automatic_layer(
+    model: nn.Module, x: Tensor, logits: Tensor, calls: list[_Call], requested: Kind | None
+) -> TargetLayer:
+    """The last spatial layer that alone determines the prediction, on whose grid it depends.
 
-    layout = find_layout(model)
-    if layout is None:
-        raise LayerError(
-            f"layer '{layer}' outputs tokens of shape {shape}, but {type(model).__name__} is not"
-            " a supported vision transformer, so the patch grid is unknown; choose a layer with"
-            " a (batch, channels, height, width) output"
-        )
-    patches: list[tuple[int, ...]] = []
-    handle = layout.patch_embedding.register_forward_hook(
-        lambda module, inputs, output: patches.append(tuple(output.shape))
+    Once the candidates' grids get finer than a later candidate's that failed (the stem, when
+    the last stages are bypassed by class tokens), the search stops with a LayerError: a map
+    at the stem would not explain the model's last stages.
+    """
+    last_calls = {call.module: call for call in calls}
+    spatial = [
+        (index, call, layout)
+        for index, call in enumerate(calls)
+        if last_calls[call.module] is call and not isinstance(call.module, _HEAD_POOLING)
+        for layout in [_spatial_layout(call, x, requested)]
+        if layout is not None
+    ]
+    coarsest: TargetLayer | None = None  # the coarsest later grid, which failed
+    for _, call, layout in reversed(spatial):
+        layer = TargetLayer(call.name, call.module, call.index, layout)
+        if coarsest is not None and layout.positions > coarsest.layout.positions:  # type: ignore[union-attr]
+            raise LayerError(
+                f"{type(model).__name__}'s last grid, '{coarsest}', is not the only path to its"
+                " prediction (class tokens or a branch bypass it, or the head needs the input's"
+                " batch size), and the layers before it are finer grids nearer the input; pass"
+                " target_layer to explain one of them anyway"
+            )
+        if sole_path_problem(model, x, logits, layer) is None and _grid_matters(
+            model, x, logits, layer
+        ):
+            return layer
+        if coarsest is None or layout.positions < coarsest.layout.positions:  # type: ignore[union-attr]
+            coarsest = layer
+    raise LayerError(
+        f"found no layer in {type(model).__name__} whose output is a spatial feature map"
+        " (channels-first, channels-last or tokens on a grid) that alone determines the"
+        " prediction; pass target_layer with a layer name"
     )
+
+
+def _grid_text(layout: FeatureLayout) -> str:
+    return "x".join(map(str, layout.grid))
+
+
+def _grid_matters(model: nn.Module, x: Tensor, logits: Tensor, layer: TargetLayer) -> bool:
+    """Whether the prediction depends on the layer's grid, not only on its prefix tokens."""
+    assert layer.layout is not None
+    layout = layer.layout
+    if layout.prefix == 0:
+        return True
+
+    def noisy_grid(output: Tensor) -> Tensor:
+        noise = probe_noise(layout.to_channels_first(output)) * output.std()
+        return layout.from_channels_first(noise, layout.prefix_tokens(output))
+
     try:
-        class_scores(model(x))
-    finally:
-        handle.remove()
-    height, width = patches[-1][2], patches[-1][3]
-    if shape[1] < height * width:
-        raise LayerError(
-            f"layer '{layer}' outputs {shape[1]} tokens, fewer than the {height}x{width} patches"
-        )
-    return TokenGrid(shape[1] - height * width, height, width, shape[2])
+        changed = run_tapped(model, x, layer, noisy_grid)
+    except Exception:  # a head that cannot take noise there reads more than the prefix
+        return True
+    return not same_output(changed, logits)
 
 
-def resolve_layers(model: nn.Module, specs: LayerSpecs, x: Tensor) -> list[TargetLayer]:
+def resolve_layers(
+    model: nn.Module, specs: LayerSpecs, x: Tensor, *, layout: LayoutSpec = None
+) -> list[TargetLayer]:
     """The layers of a method that reads activations (one, or several to fuse), on one image."""
     if isinstance(specs, Sequence) and not isinstance(specs, str):
         if not specs:
             raise LayerError("target_layer is an empty list; give at least one layer")
-        return [resolve_layer(model, spec, x, sole_path=False) for spec in specs]
-    return [resolve_layer(model, specs, x, sole_path=False)]
+        return [resolve_layer(model, spec, x, sole_path=False, layout=layout) for spec in specs]
+    return [resolve_layer(model, specs, x, sole_path=False, layout=layout)]

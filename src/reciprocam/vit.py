@@ -1,10 +1,11 @@
-"""Vision transformers: where the blocks, their first LayerNorm and the patch grid are.
+"""Vision transformers: where the blocks, their first LayerNorm and the token layout are.
 
-Supported families: torchvision's `VisionTransformer`, timm's ViT and DeiT (any number of
-prefix tokens: class, distillation, registers), and Hugging Face transformers'
-`ViTForImageClassification` / `DeiTForImageClassification`. The number of prefix tokens and the
-patch grid are read from a forward pass (the patch-embedding convolution's output and the
-token count), never guessed from sqrt(N - 1).
+Supported families: torchvision's `VisionTransformer`; timm's models with a `blocks` stack of
+pre-norm blocks after a patch-embedding convolution (ViT, DeiT, DeiT3, BEiT, EVA, CaiT, register
+ViTs); Hugging Face transformers' ViT-like backbones (ViT, DeiT, BEiT, Dinov2, with or without
+registers). A transformer inside a wrapper (`nn.Sequential(normalise, vit)`, `DataParallel`)
+is found where it sits. The prefix tokens and the patch grid entering a block are read from a
+forward pass at each input size (`reciprocam.layout`), never guessed from sqrt(N - 1).
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ._model import class_scores, probe_noise, same_output
+from ._model import class_scores, model_scores, probe_noise, removing, same_output
 from .errors import LayerError, ModelError, OptionError
-from .layers import LayerSpec, TokenGrid, removing
+from .layout import FeatureLayout, token_layout
 
 SUPPORTED = (
-    "torchvision VisionTransformer, timm VisionTransformer / DeiT (with any prefix tokens) and"
-    " Hugging Face ViTForImageClassification / DeiTForImageClassification"
+    "torchvision VisionTransformer, timm ViT-like models (ViT, DeiT, BEiT, EVA, CaiT, registers)"
+    " and Hugging Face ViT, DeiT, BEiT and Dinov2 classifiers"
 )
+
+# The first LayerNorm of a block, by family: torchvision, timm, Hugging Face.
+_NORM1_NAMES = ("ln_1", "norm1", "layernorm_before")
 
 
 @dataclass(frozen=True)
@@ -30,9 +34,9 @@ class ViTLayout:
 
     family: str  # "torchvision", "timm" or "transformers"
     blocks: tuple[nn.Module, ...]
-    block_names: tuple[str, ...]
+    block_names: tuple[str, ...]  # dotted names from the explained model
     norm1_attribute: str  # the name of each block's first LayerNorm
-    patch_embedding: nn.Conv2d  # cuts the image into patches: its output grid is the map's
+    patch_embedding: nn.Conv2d  # cuts the image into patches
 
     def norm1(self, block: int) -> nn.Module:
         """The first LayerNorm of block `block`."""
@@ -41,34 +45,49 @@ class ViTLayout:
 
 
 def find_layout(model: nn.Module) -> ViTLayout | None:
-    """The layout of a supported vision transformer, or None for any other model."""
+    """The layout of a supported vision transformer in `model` (itself or the outermost
+    submodule that is one), or None."""
+    for name, module in model.named_modules():
+        found = _own_layout(module, f"{name}." if name else "")
+        if found is not None:
+            return found
+    return None
+
+
+def _own_layout(model: nn.Module, prefix: str) -> ViTLayout | None:
     import torchvision
 
     if isinstance(model, torchvision.models.vision_transformer.VisionTransformer):
-        names = tuple(f"encoder.layers.{name}" for name, _ in model.encoder.layers.named_children())
-        return ViTLayout("torchvision", tuple(model.encoder.layers), names, "ln_1", model.conv_proj)
-    blocks = getattr(model, "blocks", None)
-    projection = getattr(getattr(model, "patch_embed", None), "proj", None)
-    if _is_stack(blocks, "norm1") and isinstance(projection, nn.Conv2d):
-        assert isinstance(blocks, nn.Module)
-        names = tuple(f"blocks.{name}" for name, _ in blocks.named_children())
-        return ViTLayout("timm", tuple(blocks.children()), names, "norm1", projection)
-    for backbone_name in ("vit", "deit"):
-        backbone = getattr(model, backbone_name, None)
-        if backbone is None:
-            continue
-        stack_name = "layers" if hasattr(backbone, "layers") else "encoder.layer"
-        stack = backbone.get_submodule(stack_name) if _has(backbone, stack_name) else None
-        embeddings = getattr(backbone, "embeddings", None)
-        projection = getattr(getattr(embeddings, "patch_embeddings", None), "projection", None)
-        if _is_stack(stack, "layernorm_before") and isinstance(projection, nn.Conv2d):
-            assert isinstance(stack, nn.Module)
-            prefix = f"{backbone_name}.{stack_name}"
-            names = tuple(f"{prefix}.{name}" for name, _ in stack.named_children())
-            return ViTLayout(
-                "transformers", tuple(stack.children()), names, "layernorm_before", projection
-            )
+        return _stack_layout("torchvision", model, "encoder.layers", model.conv_proj, prefix)
+    projection = _submodule(model, "patch_embed.proj")
+    if isinstance(projection, nn.Conv2d) and _submodule(model, "blocks") is not None:
+        return _stack_layout("timm", model, "blocks", projection, prefix)
+    projection = _submodule(model, "embeddings.patch_embeddings.projection")
+    if isinstance(projection, nn.Conv2d):
+        for stack in ("layers", "encoder.layer", "encoder.layers"):
+            if _submodule(model, stack) is not None:
+                return _stack_layout("transformers", model, stack, projection, prefix)
     return None
+
+
+def _stack_layout(
+    family: str, model: nn.Module, stack_name: str, projection: nn.Conv2d, prefix: str
+) -> ViTLayout | None:
+    stack = model.get_submodule(stack_name)
+    if not isinstance(stack, (nn.Sequential, nn.ModuleList)) or len(stack) == 0:
+        return None
+    for norm1 in _NORM1_NAMES:
+        if all(isinstance(getattr(block, norm1, None), nn.LayerNorm) for block in stack):
+            names = tuple(f"{prefix}{stack_name}.{name}" for name, _ in stack.named_children())
+            return ViTLayout(family, tuple(stack.children()), names, norm1, projection)
+    return None
+
+
+def _submodule(model: nn.Module, name: str) -> nn.Module | None:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        return None
 
 
 def require_layout(model: nn.Module) -> ViTLayout:
@@ -82,7 +101,9 @@ def require_layout(model: nn.Module) -> ViTLayout:
     return layout
 
 
-def target_block(model: nn.Module, layout: ViTLayout, spec: LayerSpec, block: int) -> int:
+def target_block(
+    model: nn.Module, layout: ViTLayout, spec: nn.Module | str | None, block: int
+) -> int:
     """The index of the block to mask: `spec` names a block or its first LayerNorm, else `block`."""
     if spec is None:
         if not -len(layout.blocks) <= block < len(layout.blocks):
@@ -103,13 +124,10 @@ def target_block(model: nn.Module, layout: ViTLayout, spec: LayerSpec, block: in
     )
 
 
-def token_grid(model: nn.Module, layout: ViTLayout, block: int, image: Tensor) -> TokenGrid:
-    """Read the token layout entering `block` from one forward pass of one image."""
+def token_grid(model: nn.Module, layout: ViTLayout, block: int, image: Tensor) -> FeatureLayout:
+    """The token layout entering `block`, read from one forward pass of one image."""
     shapes: dict[str, tuple[int, ...]] = {}
     norm_calls = [0]
-
-    def patch_hook(module: nn.Module, inputs: object, output: Tensor) -> None:
-        shapes["patches"] = tuple(output.shape)
 
     def block_hook(module: nn.Module, args: tuple[object, ...], kwargs: dict[str, object]) -> None:
         tokens = args[0] if args else kwargs.get("hidden_states")
@@ -120,47 +138,25 @@ def token_grid(model: nn.Module, layout: ViTLayout, block: int, image: Tensor) -
         norm_calls[0] += 1
 
     with removing(
-        layout.patch_embedding.register_forward_hook(patch_hook),
         layout.blocks[block].register_forward_pre_hook(block_hook, with_kwargs=True),
         layout.norm1(block).register_forward_hook(norm_hook),
     ):
-        class_scores(model(image))
-    patches, tokens = shapes.get("patches", ()), shapes.get("tokens", ())
-    if len(patches) != 4 or len(tokens) != 3 or norm_calls[0] != 1:
+        model_scores(model, image)
+    tokens = shapes.get("tokens", ())
+    if len(tokens) != 3 or norm_calls[0] != 1:
         raise ModelError(
             f"{type(model).__name__}'s block {block} does not take (batch, tokens, dim) tokens"
-            f" from a patch embedding with one first LayerNorm call (saw patches {patches},"
-            f" tokens {tokens}, {norm_calls[0]} LayerNorm calls); it is not a plain ViT"
+            f" with one first LayerNorm call (saw tokens {tokens}, {norm_calls[0]} LayerNorm"
+            " calls); it is not a plain ViT: use ReciproCAM"
         )
-    height, width = patches[2], patches[3]
-    grid = TokenGrid(tokens[1] - height * width, height, width, tokens[2])
-    declared = getattr(model, "num_prefix_tokens", grid.prefix)
-    if grid.prefix < 0 or declared != grid.prefix:
-        raise ModelError(
-            f"the token count {tokens[1]} does not fit a {height}x{width} patch grid with"
-            f" {declared} prefix tokens; the model does not lay out its tokens as a plain ViT"
-        )
-    return grid
-
-
-def _has(module: nn.Module, name: str) -> bool:
     try:
-        module.get_submodule(name)
-    except AttributeError:
-        return False
-    return True
-
-
-def _is_stack(stack: object, norm1: str) -> bool:
-    return (
-        isinstance(stack, (nn.Sequential, nn.ModuleList))
-        and len(stack) > 0
-        and all(isinstance(getattr(b, norm1, None), nn.LayerNorm) for b in stack)
-    )
+        return token_layout(tokens, tuple(image.shape[2:]), layout.block_names[block])
+    except LayerError as error:
+        raise ModelError(f"{error}; it is not a plain ViT: use ReciproCAM") from None
 
 
 def head_reads_prefix_only(
-    model: nn.Module, layout: ViTLayout, grid: TokenGrid, image: Tensor
+    model: nn.Module, layout: ViTLayout, grid: FeatureLayout, image: Tensor
 ) -> bool:
     """Whether the prediction depends on the last block's prefix tokens alone.
 
@@ -181,7 +177,7 @@ def head_reads_prefix_only(
         try:
             with removing(layout.blocks[-1].register_forward_hook(hook)):
                 changed = class_scores(model(image))
-        except (RuntimeError, ValueError, IndexError, TypeError):
+        except Exception:  # a head that fails without the patch tokens reads them
             return False
         if not same_output(changed, reference):
             return False

@@ -1,7 +1,7 @@
 """Ablation-CAM (Desai & Ramaswamy 2020): channels weighted by the score drop their removal causes.
 
-For each channel k of the target layer's output, the channel is set to zero (in a vision
-transformer's patch tokens, that feature) and the rest of the network runs: with y^c the
+For each channel k of the target layer's output, the channel is set to zero on the grid (in
+any layout; a token layout's prefix tokens are kept) and the rest of the network runs: with y^c the
 logit of class c and y_k^c the logit with channel k ablated, w_k^c = (y^c - y_k^c) / y^c and the
 map is ReLU(sum_k w_k^c A_k). Every class comes from the same passes.
 
@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from .._model import class_scores
 from ..layers import LayerSpecs, TargetLayer, run_tapped, sole_path_problem
+from ..layout import LayoutSpec
 from ..options import positive_or_none
 from .feature_maps import FeatureMapExplainer, Fuse
 from .gradient_cams import safe_divide
@@ -32,13 +33,11 @@ _WHOLE_NETWORK_BATCH = 32
 
 
 def ablate(output: Tensor, layer: TargetLayer, channels: Tensor) -> Tensor:
-    """Copies of a layer's (1 or n, ...) output, copy i with channel channels[i] set to zero."""
+    """Copies of a layer's (1 or n, ...) output, copy i with channel channels[i] set to zero
+    on the grid (a token layout's prefix tokens are kept)."""
     copies = output.expand(len(channels), *output.shape[1:]).clone()
     rows = torch.arange(len(channels), device=output.device)
-    if layer.tokens is None:
-        copies[rows, channels] = 0
-    else:
-        copies[rows, layer.tokens.prefix :, channels] = 0  # (n, patches) at feature k
+    layer.features(copies)[rows, channels] = 0  # a view of the copies in the layer's layout
     return copies
 
 
@@ -62,8 +61,9 @@ class AblationCAM(FeatureMapExplainer):
         progress: bool = False,
         fuse: Fuse = "mean",
         upsample: bool = True,
+        layout: LayoutSpec = None,
     ) -> None:
-        super().__init__(model, target_layer, fuse=fuse, upsample=upsample)
+        super().__init__(model, target_layer, fuse=fuse, upsample=upsample, layout=layout)
         self.batch_size = positive_or_none("batch_size", batch_size)
         self.progress = progress
         self._head_only: dict[str, bool] = {}

@@ -1,7 +1,8 @@
 """The CAM family's base: methods that weight a layer's feature maps into a map.
 
-A method reads the target layer's activations A (B, C, h, w) (a vision transformer's tokens
-folded into the patch grid, prefix tokens dropped) and, if it `uses_gradients`, their gradients
+A method reads the target layer's activations A (B, C, h, w) through the layer's layout
+(`reciprocam.layout`: channels-last maps and token grids become channels-first, prefix tokens
+dropped) and, if it `uses_gradients`, their gradients
 G = dy_c/dA of each image's target-class logit y_c, taken with `torch.autograd.grad`: the
 model's `.grad` and `requires_grad` are never touched. A method implements `_layer_maps`, its
 own mathematics; the base runs the passes and fuses the maps of several layers.
@@ -25,7 +26,8 @@ from ..explainer import (
     normalize_maps,
     upsample_maps,
 )
-from ..layers import LayerSpecs, LayerTap, TargetLayer, feature_map, resolve_layers
+from ..layers import LayerSpecs, LayerTap, TargetLayer, resolve_layers
+from ..layout import LayoutSpec
 from ..options import one_of
 
 Fuse = Literal["mean", "max"]
@@ -36,6 +38,8 @@ class FeatureMapExplainer(Explainer):
 
     `target_layer` may be a list: each layer's map is normalised, upsampled to the input, and
     the maps are fused by their mean (or maximum), as pytorch-grad-cam (or torchcam) does.
+    `layout` forces how the layers' outputs are read ("nchw", "nhwc", "tokens"); None decides
+    it from the model.
     """
 
     uses_gradients: ClassVar[bool] = True
@@ -47,12 +51,14 @@ class FeatureMapExplainer(Explainer):
         *,
         fuse: Fuse = "mean",
         upsample: bool = True,
+        layout: LayoutSpec = None,
     ) -> None:
         super().__init__(model, target_layer, upsample=upsample)
         self.fuse = one_of("fuse", fuse, ("mean", "max"))
+        self.layout = layout
 
     def _resolve(self, image: Tensor) -> list[TargetLayer]:
-        return resolve_layers(self.model, self._layer_spec, image)
+        return resolve_layers(self.model, self._layer_spec, image, layout=self.layout)
 
     def _explain(self, x: Tensor, requested: Tensor | None) -> Evidence:
         layers = self.target_layers or []
@@ -98,14 +104,12 @@ class FeatureMapExplainer(Explainer):
                 with torch.inference_mode():
                     logits = class_scores(self.model(x))
                     targets = choose_targets(logits, requested)
-        activations = [
-            feature_map(o.detach(), layer) for o, layer in zip(outputs, layers, strict=True)
-        ]
+        activations = [layer.features(o.detach()) for o, layer in zip(outputs, layers, strict=True)]
         if not gradients:
             return activations, [None] * len(layers), logits, targets
         return (
             activations,
-            [feature_map(g, layer) for g, layer in zip(grads, layers, strict=True)],
+            [layer.features(g) for g, layer in zip(grads, layers, strict=True)],
             logits.detach(),
             targets,
         )

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from ..explainer import Evidence
 from ..layers import LayerSpecs, TargetLayer
+from ..layout import LayoutSpec
 from ..options import positive
 from .feature_maps import FeatureMapExplainer, Fuse
 
@@ -128,8 +129,9 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
         progress: bool = False,
         fuse: Fuse = "mean",
         upsample: bool = True,
+        layout: LayoutSpec = None,
     ) -> None:
-        super().__init__(model, target_layer, fuse=fuse, upsample=upsample)
+        super().__init__(model, target_layer, fuse=fuse, upsample=upsample, layout=layout)
         self.samples = positive("samples", samples)
         self.batch_size = positive("batch_size", batch_size)
         self.std = std

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._model import class_scores, differentiable
+from .._model import class_scores, differentiable, removing
 from ..errors import OptionError
 from ..explainer import Evidence, Explainer, choose_targets
-from ..layers import LayerSpecs, removing
+from ..layers import LayerSpecs
 from .feature_maps import FeatureMapExplainer
 from .gradient_cams import GradCAM, GradCAMPlusPlus
 

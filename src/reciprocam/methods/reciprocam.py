@@ -9,10 +9,16 @@ the masked copy F_k keeps the feature vector F[:, i, j] and zeroes the rest:
 
 The K copies go through the rest of the network g in one batch and the class scores form the
 map: S[c, i, j] = softmax(g(F_k))[c] (or the logit g(F_k)[c]), min-max normalised per class.
+
+F is the layer's output read through its layout (`reciprocam.layout`): channels-last maps and
+token grids (Swin, LeViT, PVT, CaiT's patch blocks, ...) are masked the same way, and a token
+layout's prefix tokens (a class token) stay unmasked in every copy, so the copies run the
+remaining blocks and the head exactly as the model would.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal, TypeAlias
 
@@ -24,6 +30,7 @@ from .._model import probe_noise, same_output
 from ..errors import OptionError
 from ..explainer import ClassScoreExplainer
 from ..layers import LayerSpecs, TargetLayer, resolve_layer, run_tapped, single_layer
+from ..layout import FeatureLayout, LayoutSpec
 from ..options import one_of
 
 Score = Literal["softmax", "logit"]
@@ -63,6 +70,8 @@ class ReciproCAM(ClassScoreExplainer):
         upsample: True gives (B, H, W) maps at the input size, False at the feature size.
         fast_path: use the global-average-pooling shortcut where it is exact (see below);
             False forces the generic path.
+        layout: how to read the layer's output: None decides it from the model
+            (`reciprocam.layout`), or "nchw", "nhwc", "tokens".
 
     The shortcut: when the rest of the network starts with global average pooling,
     GAP(F_k) = F[:, i, j] * sum(M_k) / K, so each masked copy is fed as that (C, 1, 1) vector
@@ -81,6 +90,7 @@ class ReciproCAM(ClassScoreExplainer):
         batch_size: BatchSize = None,
         upsample: bool = True,
         fast_path: bool = True,
+        layout: LayoutSpec = None,
     ) -> None:
         super().__init__(model, target_layer, upsample=upsample)
         check_options(score=score, batch_size=batch_size)
@@ -89,49 +99,62 @@ class ReciproCAM(ClassScoreExplainer):
         self.mask = mask
         self.batch_size = batch_size
         self.fast_path = fast_path
-        self._uses_gap_shortcut = False
+        self.layout = layout
+        self._gap: dict[TargetLayer, bool] = {}
 
     @property
     def uses_gap_shortcut(self) -> bool:
-        """Whether the resolved layer's head takes the exact global-average-pooling shortcut."""
-        return self._uses_gap_shortcut
+        """Whether the last call's layer has the exact global-average-pooling shortcut."""
+        layer = self.target_layer
+        return layer is not None and self._gap.get(layer, False)
 
     def _resolve(self, image: Tensor) -> list[TargetLayer]:
-        layer = resolve_layer(self.model, single_layer(self._layer_spec, "ReciproCAM"), image)
-        self._uses_gap_shortcut = self.fast_path and self._head_starts_with_gap(image, layer)
+        spec = single_layer(self._layer_spec, "ReciproCAM")
+        layer = resolve_layer(self.model, spec, image, layout=self.layout)
+        self._gap[layer] = self.fast_path and self._head_starts_with_gap(image, layer)
         return [layer]
 
+    def close(self) -> None:
+        super().close()
+        self._gap.clear()
+
     def _head_starts_with_gap(self, image: Tensor, layer: TargetLayer) -> bool:
-        """True if the head maps the real features, and random ones, as it maps their 1x1 means."""
+        """True if the head maps the real features, and random ones, as it maps their means
+        over the grid (a grid of one position)."""
+        layout = layer.layout
+        assert layout is not None
         noise: Tensor | None = None
 
-        def with_noise(features: Tensor) -> Tensor:
+        def with_noise(output: Tensor) -> Tensor:
             nonlocal noise
-            noise = probe_noise(features) * features.std().clamp_min(1e-6)
-            return torch.cat([features, noise])
+            noise = probe_noise(output) * output.std().clamp_min(1e-6)
+            return torch.cat([output, noise])
 
-        def as_means(features: Tensor) -> Tensor:
+        def as_means(output: Tensor) -> Tensor:
             assert noise is not None  # drawn by the first run
-            return torch.cat([features, noise]).mean(dim=(2, 3), keepdim=True)
+            both = torch.cat([output, noise])
+            means = layout.to_channels_first(both).mean(dim=(2, 3), keepdim=True)
+            return layout.pooled().from_channels_first(means, layout.prefix_tokens(both))
 
         full = run_tapped(self.model, image, layer, with_noise)
         try:
             pooled = run_tapped(self.model, image, layer, as_means)
-        except (RuntimeError, ValueError, IndexError):
+        except Exception:  # a head that refuses a one-position grid does not start with GAP
             return False
         return same_output(pooled, full)
 
     def _class_scores(self, x: Tensor) -> tuple[Tensor, Tensor]:
         layer = self.target_layer
-        assert layer is not None  # resolved before
+        assert layer is not None
+        layout = layer.layout
+        assert layout is not None  # resolved for this input size
         batch = x.shape[0]
         copies: _MaskedCopies | None = None
 
-        def first_pass(features: Tensor) -> Tensor:
+        def first_pass(output: Tensor) -> Tensor:
             nonlocal copies
-            copies = _MaskedCopies(features, self.mask, self._uses_gap_shortcut, self.batch_size)
-            unmasked = features.mean(dim=(2, 3), keepdim=True) if copies.pooled else features
-            return torch.cat([unmasked, copies.rows(copies.passes[0])])
+            copies = _MaskedCopies(output, layout, self.mask, self._gap[layer], self.batch_size)
+            return torch.cat([copies.unmasked(), copies.rows(copies.passes[0])])
 
         output = run_tapped(self.model, x, layer, first_pass)
         assert copies is not None  # made by the tap during the first pass
@@ -145,32 +168,51 @@ class ReciproCAM(ClassScoreExplainer):
 
 
 class _MaskedCopies:
-    """The B*K masked copies of (B, C, H, W) features, image-major, made a pass at a time.
+    """The B*K masked copies of a layer's output, image-major, made a pass at a time.
 
     Copy r = b*K + k keeps image b's feature vector at position k: as a (C, H, W) map, or, when
-    `pooled` (the GAP shortcut), as the (C, 1, 1) vector GAP would make of that map.
+    `pooled` (the GAP shortcut), as the (C, 1, 1) vector GAP would make of that map; either goes
+    back to the layer's layout, with image b's prefix tokens first for a token layout.
     """
 
-    def __init__(self, features: Tensor, mask: Mask, pooled: bool, batch_size: BatchSize) -> None:
-        batch, channels, height, width = features.shape
+    def __init__(
+        self, output: Tensor, layout: FeatureLayout, mask: Mask, pooled: bool, batch_size: BatchSize
+    ) -> None:
+        features = layout.to_channels_first(output)
+        batch, _channels, height, width = features.shape
         self.size = (height, width)
         self.pooled = pooled
+        self._output = output
+        self._layout = layout.pooled() if pooled else layout
+        self._prefix = layout.prefix_tokens(output)
         self._positions = height * width
         self._vectors = features.flatten(2)  # (B, C, K)
         self._masks = spatial_masks(height, width, mask, features)
         self._mass = self._masks.flatten(1).sum(dim=1) / self._positions  # sum(M_k) / K
-        row_bytes = channels * features.element_size() * (1 if pooled else self._positions)
+        row_bytes = output[0].numel() * output.element_size()
+        if pooled:
+            row_bytes //= self._positions
         self.passes = row_passes(
             batch * self._positions, rows_per_pass(batch_size, row_bytes), features.device
         )
 
+    def unmasked(self) -> Tensor:
+        """The batch's own output (its grid means, for the GAP shortcut)."""
+        if not self.pooled:
+            return self._output
+        means = self._vectors.mean(dim=2)[:, :, None, None]
+        return self._layout.from_channels_first(means, self._prefix)
+
     def rows(self, rows: Tensor) -> Tensor:
-        """The copies numbered `rows`, as one batch."""
+        """The copies numbered `rows`, as one batch in the layer's layout."""
         image, position = rows // self._positions, rows % self._positions
         centre = self._vectors[image, :, position]  # (n, C): the vector each copy keeps
         if self.pooled:
-            return (centre * self._mass[position, None])[:, :, None, None]
-        return centre[:, :, None, None] * self._masks[position]
+            features = (centre * self._mass[position, None])[:, :, None, None]
+        else:
+            features = centre[:, :, None, None] * self._masks[position]
+        prefix = None if self._prefix is None else self._prefix[image]
+        return self._layout.from_channels_first(features, prefix)
 
 
 def _replace_with(rows: Tensor) -> Callable[[Tensor], Tensor]:
@@ -189,13 +231,12 @@ def check_options(*, score: str, batch_size: BatchSize) -> None:
         )
 
 
-def score_maps(masked_logits: Tensor, score: Score, batch: int, size: tuple[int, int]) -> Tensor:
+def score_maps(masked_logits: Tensor, score: Score, batch: int, size: tuple[int, ...]) -> Tensor:
     """(B, N, h, w) class scores from the (B*K, N) logits of image-major masked copies."""
     logits = masked_logits.to(torch.promote_types(masked_logits.dtype, torch.float32))
     scores = logits.softmax(dim=1) if score == "softmax" else logits
-    height, width = size
-    by_position = scores.view(batch, height * width, -1).transpose(1, 2)
-    return by_position.reshape(batch, -1, height, width)
+    by_position = scores.view(batch, math.prod(size), -1).transpose(1, 2)
+    return by_position.reshape(batch, -1, *size)
 
 
 def rows_per_pass(batch_size: BatchSize, row_bytes: int) -> int | None:

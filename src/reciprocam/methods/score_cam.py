@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from .._model import class_scores
 from ..layers import LayerSpecs, TargetLayer
+from ..layout import LayoutSpec
 from ..options import positive
 from .feature_maps import FeatureMapExplainer, Fuse
 
@@ -56,8 +57,9 @@ class ScoreCAM(FeatureMapExplainer):
         progress: bool = False,
         fuse: Fuse = "mean",
         upsample: bool = True,
+        layout: LayoutSpec = None,
     ) -> None:
-        super().__init__(model, target_layer, fuse=fuse, upsample=upsample)
+        super().__init__(model, target_layer, fuse=fuse, upsample=upsample, layout=layout)
         self.batch_size = positive("batch_size", batch_size)
         self.progress = progress
 

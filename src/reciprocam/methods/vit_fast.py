@@ -10,8 +10,9 @@ LayerNorm's output n. Queries, keys and values are linear in it: a * (n W) + b. 
   target block is the last one and the head pools the class token(s), at every token otherwise.
 
 Per copy that is about (prefix + 9 + 1) keys instead of N, and, for the last block, prefix-token
-MLPs instead of N. Supported blocks: torchvision's `EncoderBlock` and timm's `Block` with plain
-`Attention` (no qk-norm, no gate); anything else uses the generic batched path.
+MLPs instead of N. Supported blocks: torchvision's `EncoderBlock`, timm's `Block` with plain
+`Attention` (no qk-norm, no gate), and Hugging Face's ViT, DeiT and Dinov2 layers (separate
+query, key and value projections); anything else uses the generic batched path.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class BlockParts:
     projection: Callable[[Tensor], Tensor]  # concatenated heads (.., A) -> (.., D)
     after_attention: Callable[[Tensor], Tensor]
     norm2: nn.Module
-    mlp: nn.Module
+    mlp: Callable[[Tensor], Tensor]
     after_mlp: Callable[[Tensor], Tensor]
 
 
@@ -46,6 +47,8 @@ def block_parts(block: nn.Module) -> BlockParts | None:
 
     if type(block) is EncoderBlock:
         return _torchvision_parts(block)
+    if type(block).__name__ in _HF_LAYERS:
+        return _transformers_parts(block)
     try:
         from timm.layers.attention import Attention
         from timm.models.vision_transformer import Block
@@ -98,6 +101,56 @@ def _timm_parts(block: Any) -> BlockParts | None:
         block.norm2,
         block.mlp,
         lambda t: block.drop_path2(block.ls2(t)),
+    )
+
+
+# Hugging Face layers: pre-norm blocks whose attention has q/k/v/o projections.
+_HF_LAYERS = ("ViTLayer", "DeiTLayer", "Dinov2Layer", "Dinov2WithRegistersLayer")
+
+
+def _transformers_parts(block: Any) -> BlockParts | None:
+    attention = block.attention
+    found = [getattr(attention, name, None) for name in ("q_proj", "k_proj", "v_proj", "o_proj")]
+    projections = [p for p in found[:3] if isinstance(p, nn.Linear)]
+    if len(projections) != 3 or not isinstance(found[3], nn.Linear):
+        return None
+    weight = torch.cat([p.weight for p in projections])
+    biases = [p.bias for p in projections]
+    bias = (
+        None
+        if all(b is None for b in biases)
+        else torch.cat(
+            [
+                torch.zeros_like(p.weight[:, 0]) if b is None else b
+                for p, b in zip(projections, biases, strict=True)
+            ]
+        )
+    )
+    if hasattr(block, "layernorm_before"):  # ViT, DeiT: dropout after each branch
+        norm1, norm2 = block.layernorm_before, block.layernorm_after
+        after_attention = after_mlp = block.dropout
+    else:  # Dinov2: layer scale and drop path after each branch
+        norm1, norm2 = block.norm1, block.norm2
+
+        def after_attention(t: Tensor) -> Tensor:
+            scaled: Tensor = block.drop_path(block.layer_scale1(t))
+            return scaled
+
+        def after_mlp(t: Tensor) -> Tensor:
+            scaled: Tensor = block.drop_path(block.layer_scale2(t))
+            return scaled
+
+    return BlockParts(
+        norm1,
+        weight,
+        bias,
+        attention.num_attention_heads,
+        float(attention.scaling),
+        attention.o_proj,
+        after_attention,
+        norm2,
+        block.mlp,
+        after_mlp,
     )
 
 

@@ -22,9 +22,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from .._model import class_scores
+from .._model import class_scores, removing
 from ..explainer import ClassScoreExplainer
-from ..layers import LayerSpecs, TargetLayer, TokenGrid, removing, single_layer
+from ..layers import LayerSpecs, TargetLayer, single_layer
+from ..layout import FeatureLayout
 from ..options import one_of
 from ..vit import (
     head_reads_prefix_only,
@@ -49,13 +50,14 @@ TokenMask = Literal["gaussian", "token"]
 _ACTIVATIONS = 8
 
 
-def token_weights(grid: TokenGrid, mask: TokenMask, cls_token: bool, like: Tensor) -> Tensor:
+def token_weights(grid: FeatureLayout, mask: TokenMask, cls_token: bool, like: Tensor) -> Tensor:
     """(K, N) weights of each token in each of the K masked copies."""
-    patches = spatial_masks(grid.height, grid.width, "pixel" if mask == "token" else mask, like)
+    height, width = grid.grid
+    patches = spatial_masks(height, width, "pixel" if mask == "token" else mask, like)
     prefix = torch.full(
-        (grid.patches, grid.prefix), float(cls_token), dtype=like.dtype, device=like.device
+        (grid.positions, grid.prefix), float(cls_token), dtype=like.dtype, device=like.device
     )
-    return torch.cat([prefix, patches.view(grid.patches, grid.patches)], dim=1)
+    return torch.cat([prefix, patches.view(grid.positions, grid.positions)], dim=1)
 
 
 class ViTReciproCAM(ClassScoreExplainer):
@@ -105,66 +107,73 @@ class ViTReciproCAM(ClassScoreExplainer):
         self.score = score
         self.batch_size = batch_size
         self.fast_path = fast_path
-        self._grid: TokenGrid | None = None
-        self._parts: BlockParts | None = None
-        self._head_tokens = 0
-        self._kept: KeptTokens | None = None
+        self._parts = block_parts(self.layout.blocks[self.block]) if fast_path else None
+        self._head_tokens: dict[TargetLayer, int] = {}
+        self._kept: dict[tuple[FeatureLayout, torch.dtype, torch.device], KeptTokens] = {}
 
     @property
     def uses_fast_path(self) -> bool:
-        """Whether the resolved block is computed by the exact fast path."""
+        """Whether the block is computed by the exact fast path."""
         return self._parts is not None
 
     @property
-    def grid(self) -> TokenGrid | None:
-        """The prefix-token count and patch grid read on the first call, or None before it."""
-        return self._grid
+    def grid(self) -> FeatureLayout | None:
+        """The token layout (prefix tokens, patch grid) entering the block at the last call's
+        input size, or None before a call."""
+        layer = self.target_layer
+        return None if layer is None else layer.layout
 
     def _resolve(self, image: Tensor) -> list[TargetLayer]:
         grid = token_grid(self.model, self.layout, self.block, image)
-        self._grid = grid
-        self._kept = None
-        self._parts = block_parts(self.layout.blocks[self.block]) if self.fast_path else None
+        name = f"{self.layout.block_names[self.block]}.{self.layout.norm1_attribute}"
+        layer = TargetLayer(name, self.layout.norm1(self.block), layout=grid)
         last = self.block == len(self.layout.blocks) - 1
         prefix_only = (
             self._parts is not None
             and last
             and head_reads_prefix_only(self.model, self.layout, grid, image)
         )
-        self._head_tokens = grid.prefix if prefix_only else grid.tokens
-        name = f"{self.layout.block_names[self.block]}.{self.layout.norm1_attribute}"
-        return [TargetLayer(name, self.layout.norm1(self.block))]
+        self._head_tokens[layer] = grid.prefix if prefix_only else grid.prefix + grid.positions
+        return [layer]
 
     def _class_scores(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        grid = self._grid
-        assert grid is not None  # read by _resolve
+        layer = self.target_layer
+        assert layer is not None
+        assert layer.layout is not None
+        grid = layer.layout
         kept = self._kept_tokens(grid, x)
         block = self.layout.blocks[self.block]
         copies: _FastCopies | _GenericCopies
         if self._parts is not None:
-            copies = _FastCopies(self._parts, block, kept, self._head_tokens, self.mask_residual)
+            queries = self._head_tokens[layer]
+            copies = _FastCopies(self._parts, block, kept, queries, self.mask_residual)
         else:
             norm1 = self.layout.norm1(self.block)
             copies = _GenericCopies(block, norm1, kept.weights, self.mask_residual)
         batch = x.shape[0]
-        row_bytes = copies.tokens_per_copy(grid) * grid.dim * x.element_size() * _ACTIVATIONS
+        row_bytes = copies.tokens_per_copy(grid) * grid.channels * x.element_size() * _ACTIVATIONS
         passes = row_passes(
-            batch * grid.patches, rows_per_pass(self.batch_size, row_bytes), x.device
+            batch * grid.positions, rows_per_pass(self.batch_size, row_bytes), x.device
         )
         outputs = []
         for index, rows in enumerate(passes):
-            with removing(*copies.register(rows // grid.patches, rows % grid.patches)):
+            with removing(*copies.register(rows // grid.positions, rows % grid.positions)):
                 # After the first pass the block input is known: one image runs the layers before.
                 outputs.append(class_scores(self.model(x if index == 0 else x[:1])))
         logits, masked = outputs[0][:batch], [outputs[0][batch:], *outputs[1:]]
-        return logits, score_maps(torch.cat(masked), self.score, batch, (grid.height, grid.width))
+        return logits, score_maps(torch.cat(masked), self.score, batch, grid.grid)
 
-    def _kept_tokens(self, grid: TokenGrid, like: Tensor) -> KeptTokens:
-        """The copies' token weights for the grid, made once per dtype and device."""
-        kept = self._kept
-        if kept is None or kept.weights.dtype != like.dtype or kept.weights.device != like.device:
-            kept = self._kept = KeptTokens.of(token_weights(grid, self.mask, self.cls_token, like))
-        return kept
+    def _kept_tokens(self, grid: FeatureLayout, like: Tensor) -> KeptTokens:
+        """The copies' token weights for the grid, made once per grid, dtype and device."""
+        key = (grid, like.dtype, like.device)
+        if key not in self._kept:
+            self._kept[key] = KeptTokens.of(token_weights(grid, self.mask, self.cls_token, like))
+        return self._kept[key]
+
+    def close(self) -> None:
+        super().close()
+        self._head_tokens.clear()
+        self._kept.clear()
 
 
 class _FastCopies:
@@ -182,7 +191,7 @@ class _FastCopies:
         self.queries, self.mask_residual = queries, mask_residual
         self.masked: MaskedBlock | None = None
 
-    def tokens_per_copy(self, grid: TokenGrid) -> int:
+    def tokens_per_copy(self, grid: FeatureLayout) -> int:
         return self.queries
 
     def register(self, image: Tensor, position: Tensor) -> list[RemovableHandle]:
@@ -211,8 +220,8 @@ class _GenericCopies:
         self.tokens: Tensor | None = None
         self.normed: Tensor | None = None
 
-    def tokens_per_copy(self, grid: TokenGrid) -> int:
-        return grid.tokens
+    def tokens_per_copy(self, grid: FeatureLayout) -> int:
+        return grid.prefix + grid.positions
 
     def register(self, image: Tensor, position: Tensor) -> list[RemovableHandle]:
         first = self.tokens is None
