@@ -86,7 +86,7 @@ def test_both_paths_match_the_definition(family, options):
     assert_scores_close(explanation.scores, expected)
     fast = ViTReciproCAM(model, **options)
     assert_scores_close(fast.explain(x).scores, expected)
-    assert fast.uses_fast_path is (family != "transformers")  # HF blocks take the generic path
+    assert fast.uses_fast_path  # torchvision, timm and Hugging Face blocks alike
 
 
 @pytest.mark.parametrize(

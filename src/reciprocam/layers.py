@@ -119,6 +119,10 @@ def _probe(model: nn.Module, x: Tensor) -> tuple[list[_Call], Tensor]:
     """Run the model once, recording every submodule call in the order the calls finish."""
     calls: list[_Call] = []
     counts: dict[nn.Module, int] = {}
+    # 4-D outputs whose producer's type says their layout, by storage: a container or an
+    # in-place module that returns that very tensor (same data, same strides) inherits it; a
+    # permuted view or a new tensor does not.
+    typed: dict[int, tuple[Tensor, Kind]] = {}
 
     def recorder(name: str) -> Callable[[nn.Module, object, object], None]:
         def record(module: nn.Module, inputs: object, output: object) -> None:
@@ -126,13 +130,12 @@ def _probe(model: nn.Module, x: Tensor) -> tuple[list[_Call], Tensor]:
             counts[module] = index + 1
             shape = tuple(output.shape) if isinstance(output, Tensor) else None
             produced = None if shape is None else produced_kind(module, shape)
-            if produced is None and shape is not None:
-                # A container or an element-wise module keeps its producer's layout: the last
-                # call that made a tensor of this shape and whose type says how.
-                produced = next(
-                    (c.produced for c in reversed(calls) if c.shape == shape and c.produced),
-                    None,
-                )
+            if isinstance(output, Tensor) and output.ndim == 4:
+                known = typed.get(output.data_ptr())
+                if produced is None and known is not None and _same_view(known[0], output):
+                    produced = known[1]
+                if produced is not None:
+                    typed[output.data_ptr()] = (output, produced)
             calls.append(_Call(name, module, index, shape, produced))
 
         return record
@@ -141,6 +144,10 @@ def _probe(model: nn.Module, x: Tensor) -> tuple[list[_Call], Tensor]:
     with removing(*handles):
         logits = model_scores(model, x)
     return calls, check_finite_logits(logits, x)
+
+
+def _same_view(a: Tensor, b: Tensor) -> bool:
+    return a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype
 
 
 def _spatial_layout(call: _Call, x: Tensor, requested: Kind | None) -> FeatureLayout | None:

@@ -1,0 +1,299 @@
+"""Feature layouts: channels-last and token grids are read from the model, never misread.
+
+Each family the zoo showed going wrong (a Swin stage in NHWC, Hugging Face Swin, LeViT, a token
+grid with a class token, a wrapped ViT, inputs of several sizes) on a tiny configuration, with
+every map compared against the definition written out here on the layer's raw output.
+"""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from helpers import error_message, seeded
+from torch import nn
+from transformers import SwinConfig, SwinForImageClassification
+
+import reciprocam
+from reciprocam import (
+    AblationCAM,
+    EigenCAM,
+    GradCAM,
+    InputError,
+    LayerError,
+    ReciproCAM,
+    ViTReciproCAM,
+)
+from reciprocam.layout import FeatureLayout, read_layout
+
+G3 = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
+
+
+def masks(height: int, width: int, gaussian: bool) -> torch.Tensor:
+    """(K, H, W) by hand: one-hot at k, or the 3x3 Gaussian centred at k, clipped."""
+    out = torch.zeros(height * width, height, width)
+    for k in range(height * width):
+        i, j = divmod(k, width)
+        for u in (-1, 0, 1) if gaussian else (0,):
+            for v in (-1, 0, 1) if gaussian else (0,):
+                if 0 <= i + u < height and 0 <= j + v < width:
+                    out[k, i + u, j + v] = G3[u + 1, v + 1] if gaussian else 1.0
+    return out
+
+
+def masked_outputs(output: torch.Tensor, kind: str, prefix: int, grid, gaussian: bool):
+    """The K masked copies of one image's raw layer output, in the layer's own layout."""
+    height, width = grid
+    m = masks(height, width, gaussian)
+    if kind == "nhwc":  # (H, W, C): copy k holds F[i, j] * M_k at every position
+        centre = output.reshape(height * width, -1)
+        return m[..., None] * centre[:, None, None, :]
+    tokens = output[prefix:]  # (K, C) row-major
+    spread = m.flatten(1)[:, :, None] * tokens[:, None, :]
+    return torch.cat([output[:prefix].expand(len(m), prefix, -1), spread], dim=1)
+
+
+def definition(model, x, module, kind, prefix, grid, gaussian=False):
+    """(N, h, w) softmax scores of one image with `module`'s output masked by hand."""
+
+    def replace(mod, inputs, output):
+        return masked_outputs(output[0], kind, prefix, grid, gaussian)
+
+    handle = module.register_forward_hook(replace)
+    try:
+        with torch.no_grad():
+            output = model(x)
+    finally:
+        handle.remove()
+    logits = getattr(output, "logits", output)
+    return logits.softmax(dim=1).T.reshape(-1, *grid)
+
+
+@pytest.fixture(scope="module")
+def swin() -> nn.Module:
+    torch.manual_seed(0)
+    return timm.create_model(
+        "swin_tiny_patch4_window7_224", pretrained=False, img_size=64, window_size=4,
+        embed_dim=16, depths=(1, 1), num_heads=(2, 2), num_classes=5,
+    ).eval()  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def hf_swin() -> nn.Module:
+    torch.manual_seed(0)
+    config = SwinConfig(
+        image_size=64, patch_size=4, embed_dim=16, depths=[1, 1], num_heads=[2, 2],
+        window_size=4, num_labels=5,
+    )  # fmt: skip
+    return SwinForImageClassification(config).eval()
+
+
+def test_layouts_convert_to_channels_first_and_back():
+    output = torch.arange(2 * 3 * 4 * 5.0).view(2, 3, 4, 5)  # NHWC: 3x4 grid, 5 channels
+    layout = FeatureLayout("channels_last", (3, 4), 5)
+    features = layout.to_channels_first(output)
+    assert features.shape == (2, 5, 3, 4)
+    assert features[1, 2, 0, 3] == output[1, 0, 3, 2]
+    torch.testing.assert_close(layout.from_channels_first(features), output)
+    tokens = torch.arange(2 * 7 * 3.0).view(2, 7, 3)  # one prefix token, then a 2x3 grid
+    layout = FeatureLayout("tokens", (2, 3), 3, prefix=1)
+    features = layout.to_channels_first(tokens)
+    assert features[0, 1, 1, 2] == tokens[0, 1 + 1 * 3 + 2, 1]
+    torch.testing.assert_close(
+        layout.from_channels_first(features, layout.prefix_tokens(tokens)), tokens
+    )
+
+
+def test_the_producing_module_decides_an_ambiguous_shape():
+    shape = (1, 7, 7, 7)  # both readings fit a 224x224 input
+    assert read_layout(shape, (224, 224), "channels_last", None, "x").kind == "channels_last"
+    assert read_layout(shape, (224, 224), "channels_first", None, "x").kind == "channels_first"
+    with pytest.raises(LayerError, match="pass layout='nchw' or layout='nhwc'"):
+        read_layout(shape, (224, 224), None, None, "x")
+    # The shape alone decides only where one reading does not fit the input at all.
+    assert read_layout((1, 7, 7, 768), (224, 224), None, None, "x").grid == (7, 7)
+    tokens = read_layout((1, 201, 64), (224, 224), None, None, "x")
+    assert (tokens.prefix, tokens.grid) == (5, (14, 14))
+
+
+class Untyped(nn.Module):
+    """A module whose type says nothing of its output's layout."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 1.0
+
+
+class AmbiguousNet(nn.Module):
+    """A stem to a (B, 4, 4, 4) NHWC map that no module type marks, then a NHWC head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 4, 4, stride=4)
+        self.mark = Untyped()
+        self.head = nn.Linear(4, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nhwc = self.mark(self.stem(x).permute(0, 2, 3, 1))
+        return self.head(torch.relu(nhwc) ** 2).mean(dim=(1, 2))
+
+
+def test_an_undecidable_layout_is_refused_with_the_option_to_pass():
+    model, x = AmbiguousNet().eval(), seeded((1, 3, 16, 16))
+    message = error_message(LayerError, ReciproCAM(model, "mark"), x)
+    assert "pass layout='nchw' or layout='nhwc'" in message
+    explanation = ReciproCAM(model, "mark", layout="nhwc").explain(x)
+    expected = definition(model, x, model.mark, "nhwc", 0, (4, 4))
+    torch.testing.assert_close(explanation.scores[0], expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("mask", "fast_path"), [("pixel", True), ("gaussian", False)])
+def test_timm_swin_is_read_channels_last(swin, mask, fast_path):
+    x = seeded((1, 3, 64, 64), seed=3)
+    cam = ReciproCAM(swin, mask=mask, fast_path=fast_path)
+    explanation = cam.explain(x)
+    assert str(cam.target_layer) == "norm"
+    assert cam.target_layer.layout == FeatureLayout("channels_last", (8, 8), 32)
+    assert cam.uses_gap_shortcut is fast_path
+    expected = definition(swin, x, swin.norm, "nhwc", 0, (8, 8), gaussian=mask == "gaussian")
+    torch.testing.assert_close(explanation.scores[0], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_gradient_and_channel_methods_read_swin_channels_last(swin):
+    x = seeded((1, 3, 64, 64), seed=4)
+    captured = {}
+
+    def keep(module, inputs, output):
+        captured["a"] = output
+        return output
+
+    handle = swin.norm.register_forward_hook(keep)
+    try:
+        logits = swin(x)
+        target = int(logits.argmax())
+        (gradient,) = torch.autograd.grad(logits[0, target], captured["a"])
+    finally:
+        handle.remove()
+    a = captured["a"].detach()[0].permute(2, 0, 1)  # (C, H, W) by hand
+    g = gradient[0].permute(2, 0, 1)
+    gradcam = torch.relu((g.mean(dim=(1, 2))[:, None, None] * a).sum(0))
+    got = GradCAM(swin, upsample=False)(x)[0]
+    torch.testing.assert_close(got, (gradcam - gradcam.min()) / (gradcam.max() - gradcam.min()))
+    ablated = []
+    for channel in range(a.shape[0]):
+        copy = captured["a"].detach().clone()
+        copy[..., channel] = 0
+        ablated.append(swin.head(copy)[0].detach())
+    weights = (logits[0].detach() - torch.stack(ablated)) / logits[0].detach()
+    ablation = torch.relu(torch.einsum("kn,khw->nhw", weights, a))
+    scores = AblationCAM(swin).explain(x).scores[0]
+    torch.testing.assert_close(scores, ablation, atol=1e-5, rtol=1e-4)
+    assert EigenCAM(swin, upsample=False)(x).shape == (1, 8, 8)
+
+
+def test_hugging_face_swin_is_explained_and_left_unchanged(hf_swin):
+    x = seeded((1, 3, 64, 64), seed=5)
+    windows = [block.window_size for block in hf_swin.modules() if hasattr(block, "window_size")]
+    with torch.no_grad():
+        before = hf_swin(x).logits
+    cam = reciprocam.explainer("reciprocam", hf_swin)
+    explanation = cam.explain(x)
+    assert str(cam.target_layer) == "swin.layernorm"
+    assert cam.target_layer.layout == FeatureLayout("tokens", (8, 8), 32)
+    expected = definition(hf_swin, x, hf_swin.swin.layernorm, "tokens", 0, (8, 8))
+    torch.testing.assert_close(explanation.scores[0], expected, atol=1e-5, rtol=1e-4)
+    # No probe leaves the model changed: window sizes and the user's own output as before.
+    assert [b.window_size for b in hf_swin.modules() if hasattr(b, "window_size")] == windows
+    with torch.no_grad():
+        torch.testing.assert_close(hf_swin(x).logits, before)
+    assert GradCAM(hf_swin, upsample=False)(x).shape == (1, 8, 8)  # not the patch embedding
+
+
+def test_levit_is_explained_at_its_last_stage_not_its_stem():
+    torch.manual_seed(0)
+    model = timm.create_model("levit_128s", pretrained=False, img_size=128, num_classes=5).eval()
+    x = seeded((1, 3, 128, 128), seed=6)
+    cam = ReciproCAM(model)
+    explanation = cam.explain(x)
+    assert str(cam.target_layer) == "stages"
+    assert cam.target_layer.layout == FeatureLayout("tokens", (2, 2), 384)
+    expected = definition(model, x, model.stages, "tokens", 0, (2, 2))
+    torch.testing.assert_close(explanation.scores[0], expected, atol=1e-5, rtol=1e-4)
+
+
+class ClassTokenHybrid(nn.Module):
+    """A conv stem to a token grid, a class token, a last attention block and a class head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 16, 8, stride=8)
+        self.cls = nn.Parameter(torch.randn(1, 1, 16))
+        self.tokens = nn.Identity()
+        self.block = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(16, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grid = self.stem(x).flatten(2).transpose(1, 2)
+        tokens = self.tokens(torch.cat([self.cls.expand(len(grid), -1, -1), grid], dim=1))
+        return self.head(self.block(tokens)[:, 0])
+
+
+def test_a_class_token_grid_keeps_its_prefix_and_masks_the_grid():
+    model, x = ClassTokenHybrid().eval(), seeded((1, 3, 32, 48), seed=7)
+    cam = ReciproCAM(model)
+    explanation = cam.explain(x)
+    # The block's output feeds the head through its class token only: its input is chosen.
+    assert str(cam.target_layer) == "tokens"
+    assert cam.target_layer.layout == FeatureLayout("tokens", (4, 6), 16, prefix=1)
+    expected = definition(model, x, model.tokens, "tokens", 1, (4, 6))
+    torch.testing.assert_close(explanation.scores[0], expected, atol=1e-5, rtol=1e-4)
+
+
+def test_a_wrapped_vit_is_recognised():
+    from test_vit_reciprocam import tiny_timm
+
+    vit = tiny_timm()
+    wrapped = nn.Sequential(nn.Identity(), vit).eval()
+    x = seeded((1, 3, 64, 64), seed=8)
+    cam = reciprocam.explainer("reciprocam", wrapped)
+    assert isinstance(cam, ViTReciproCAM)
+    torch.testing.assert_close(cam(x), ViTReciproCAM(vit)(x))
+    assert str(cam.target_layer) == "1.blocks.2.norm1"
+
+
+def test_the_layer_and_the_grid_follow_each_input_size(resnet18):
+    big, small = seeded((1, 3, 96, 96), seed=9), seeded((1, 3, 32, 32), seed=10)
+    used = ReciproCAM(resnet18)
+    used(small)  # a small first call must not fix the layer for later sizes
+    assert str(used.target_layer) == "layer3"
+    torch.testing.assert_close(used(big), ReciproCAM(resnet18)(big))
+    assert str(used.target_layer) == "layer4"
+    fixed = ReciproCAM(resnet18, "layer4")
+    fixed(big)
+    message = error_message(LayerError, fixed, small)  # a 1x1 map: refused, not all zeros
+    assert "outputs a 1x1 map" in message
+
+
+def test_a_vit_that_takes_several_sizes_reads_each_grid():
+    torch.manual_seed(0)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=64, dynamic_img_size=True,
+        num_classes=5,
+    ).eval()  # fmt: skip
+    wide, square = seeded((1, 3, 48, 64), seed=11), seeded((1, 3, 64, 64), seed=12)
+    used = ViTReciproCAM(vit)
+    used(wide)
+    assert used.grid.grid == (3, 4)
+    torch.testing.assert_close(
+        used.explain(square).scores, ViTReciproCAM(vit).explain(square).scores
+    )
+    assert used.grid.grid == (4, 4)
+
+
+def test_a_vit_s_own_size_check_is_one_line():
+    from test_vit_reciprocam import tiny_torchvision
+
+    model = tiny_torchvision()
+    message = error_message(InputError, ViTReciproCAM(model), seeded((1, 3, 48, 48)))
+    assert message.startswith("the model failed on an input of shape (1, 3, 48, 48):")
