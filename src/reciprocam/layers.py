@@ -35,6 +35,23 @@ LayerSpec = nn.Module | str | None
 LayerSpecs = LayerSpec | Sequence[nn.Module | str]
 """One target layer, or several for methods that fuse the maps of several layers."""
 
+# Modules that keep their input's layout, value by value.
+_ELEMENTWISE = (
+    nn.Identity,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.GELU,
+    nn.SiLU,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.Mish,
+    nn.Dropout,
+)
+
 # Pooling to a fixed output size belongs to the head: its output is never a target.
 _HEAD_POOLING = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
 
@@ -119,10 +136,16 @@ def _probe(model: nn.Module, x: Tensor) -> tuple[list[_Call], Tensor]:
     """Run the model once, recording every submodule call in the order the calls finish."""
     calls: list[_Call] = []
     counts: dict[nn.Module, int] = {}
-    # 4-D outputs whose producer's type says their layout, by storage: a container or an
-    # in-place module that returns that very tensor (same data, same strides) inherits it; a
-    # permuted view or a new tensor does not.
-    typed: dict[int, tuple[Tensor, Kind]] = {}
+    # 4-D tensors whose layout is known (the input's, and outputs a module's type decides), by
+    # storage: a container or an in-place module that returns that very tensor (same data, same
+    # strides), or an element-wise module applied to it, inherits it; a permuted view does not.
+    typed: dict[int, tuple[Tensor, Kind]] = {x.data_ptr(): (x, "channels_first")}
+
+    def known(tensor: object) -> Kind | None:
+        if not isinstance(tensor, Tensor):
+            return None
+        found = typed.get(tensor.data_ptr())
+        return found[1] if found is not None and _same_view(found[0], tensor) else None
 
     def recorder(name: str) -> Callable[[nn.Module, object, object], None]:
         def record(module: nn.Module, inputs: object, output: object) -> None:
@@ -131,9 +154,11 @@ def _probe(model: nn.Module, x: Tensor) -> tuple[list[_Call], Tensor]:
             shape = tuple(output.shape) if isinstance(output, Tensor) else None
             produced = None if shape is None else produced_kind(module, shape)
             if isinstance(output, Tensor) and output.ndim == 4:
-                known = typed.get(output.data_ptr())
-                if produced is None and known is not None and _same_view(known[0], output):
-                    produced = known[1]
+                if produced is None:
+                    produced = known(output)
+                if produced is None and isinstance(module, _ELEMENTWISE):
+                    given = inputs[0] if isinstance(inputs, tuple) and inputs else None
+                    produced = known(given) if _same_view(given, output) else None
                 if produced is not None:
                     typed[output.data_ptr()] = (output, produced)
             calls.append(_Call(name, module, index, shape, produced))
@@ -146,8 +171,8 @@ def _probe(model: nn.Module, x: Tensor) -> tuple[list[_Call], Tensor]:
     return calls, check_finite_logits(logits, x)
 
 
-def _same_view(a: Tensor, b: Tensor) -> bool:
-    return a.shape == b.shape and a.stride() == b.stride() and a.dtype == b.dtype
+def _same_view(a: object, b: Tensor) -> bool:
+    return isinstance(a, Tensor) and a.shape == b.shape and a.stride() == b.stride()
 
 
 def _spatial_layout(call: _Call, x: Tensor, requested: Kind | None) -> FeatureLayout | None:
