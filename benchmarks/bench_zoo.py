@@ -232,7 +232,11 @@ def run_one(source: str, name: str) -> dict[str, object]:
         with torch.inference_mode():
             logits_of(model(x))
     except Exception as error:
-        return {**row, "status": "not built", "reason": f"the model fails on itself: {_line(error)}"}
+        return {
+            **row,
+            "status": "not built",
+            "reason": f"the model fails on itself: {_line(error)}",
+        }
     try:
         cam = reciprocam.explainer("reciprocam", model)
         explanation = cam.explain(x)
@@ -241,7 +245,12 @@ def run_one(source: str, name: str) -> dict[str, object]:
     except Timeout:
         raise
     except Exception as error:
-        return {**row, "status": "failed", "reason": _line(error), "trace": traceback.format_exc()[-800:]}
+        return {
+            **row,
+            "status": "failed",
+            "reason": _line(error),
+            "trace": traceback.format_exc()[-800:],
+        }
     layer = cam.target_layer
     row.update(
         status="explained",
@@ -251,10 +260,12 @@ def run_one(source: str, name: str) -> dict[str, object]:
         grid="x".join(map(str, explanation.scores.shape[2:])),
         fast_path=bool(getattr(cam, "uses_gap_shortcut", getattr(cam, "uses_fast_path", False))),
     )
-    definition = (vit_definition if row["method"] == "ViTReciproCAM" else cnn_definition)(model, x, cam)
+    definition = (vit_definition if row["method"] == "ViTReciproCAM" else cnn_definition)(
+        model, x, cam
+    )
     scores = explanation.scores[0]
     row["max_difference"] = float((scores - definition).abs().max())
-    row["grid_follows_input"] = all(g <= s for g, s in zip(scores.shape[1:], size))
+    row["grid_follows_input"] = all(g <= s for g, s in zip(scores.shape[1:], size, strict=True))
     with torch.inference_mode():
         inference = median_seconds(lambda: model(x))
     explain = median_seconds(lambda: cam.explain(x))
@@ -302,7 +313,9 @@ def main() -> None:
     if STARTED.exists():
         source, name = STARTED.read_text().split("\t")
         if (source, name) not in done:
-            record({"source": source, "model": name, "status": "failed", "reason": "the process died"})
+            record(
+                {"source": source, "model": name, "status": "failed", "reason": "the process died"}
+            )
             done = done_rows()
     signal.signal(signal.SIGALRM, _alarm)
     for source, name in models:
@@ -314,7 +327,12 @@ def main() -> None:
         try:
             row = run_one(source, name)
         except Timeout:
-            row = {"source": source, "model": name, "status": "skipped", "reason": f"over {SECONDS} s"}
+            row = {
+                "source": source,
+                "model": name,
+                "status": "skipped",
+                "reason": f"over {SECONDS} s",
+            }
         finally:
             signal.alarm(0)
         row["seconds"] = round(time.perf_counter() - start, 1)
@@ -333,8 +351,10 @@ def summary(rows: dict[tuple[str, str], dict[str, object]]) -> None:
         ratios = sorted(float(r["ratio"]) for r in group if "ratio" in r)
         if ratios:
             quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
-            print(f"  ratio median {statistics.median(ratios):.2f}, quartiles"
-                  f" {quartiles[0]:.2f}-{quartiles[2]:.2f}, max {ratios[-1]:.1f}")
+            print(
+                f"  ratio median {statistics.median(ratios):.2f}, quartiles"
+                f" {quartiles[0]:.2f}-{quartiles[2]:.2f}, max {ratios[-1]:.1f}"
+            )
         worst = max((float(r.get("max_difference", 0)) for r in group), default=math.nan)
         print(f"  largest difference from the definition: {worst:.2e}")
 

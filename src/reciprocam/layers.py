@@ -175,15 +175,29 @@ def _same_view(a: object, b: Tensor) -> bool:
     return isinstance(a, Tensor) and a.shape == b.shape and a.stride() == b.stride()
 
 
-def _spatial_layout(call: _Call, x: Tensor, requested: Kind | None) -> FeatureLayout | None:
+def _spatial_layout(
+    call: _Call, x: Tensor, requested: Kind | None, channels_first: bool
+) -> FeatureLayout | None:
     """The call's layout if its output is a spatial grid (every side > 1) of x's batch."""
     if call.shape is None or len(call.shape) not in (3, 4) or call.shape[0] != x.shape[0]:
         return None
     try:
-        layout = read_layout(call.shape, _input_grid(x), call.produced, requested, call.name)
+        layout = _read(call, x, requested, channels_first)
     except LayerError:
         return None
     return layout if min(layout.grid) > 1 else None
+
+
+def _only_channels_first(calls: list[_Call]) -> bool:
+    """Whether no module of the model works on the last axis of a 4-D tensor."""
+    return all(call.produced != "channels_last" for call in calls)
+
+
+def _read(call: _Call, x: Tensor, requested: Kind | None, channels_first: bool) -> FeatureLayout:
+    assert call.shape is not None
+    return read_layout(
+        call.shape, _input_grid(x), call.produced, requested, call.name, channels_first
+    )
 
 
 def _input_grid(x: Tensor) -> tuple[int, ...]:
@@ -299,7 +313,7 @@ def resolve_layer(
             f"layer '{name}' outputs no tensor; explaining needs a spatial feature map"
             " (batch, channels, height, width)"
         )
-    found_layout = read_layout(last.shape, _input_grid(x), last.produced, requested, name)
+    found_layout = _read(last, x, requested, _only_channels_first(calls))
     layer = TargetLayer(name, module, last.index, found_layout)
     if min(found_layout.grid) < 2:
         raise LayerError(
@@ -323,11 +337,12 @@ def _automatic_layer(
     at the stem would not explain the model's last stages.
     """
     last_calls = {call.module: call for call in calls}
+    channels_first = _only_channels_first(calls)
     spatial = [
         (index, call, layout)
         for index, call in enumerate(calls)
         if last_calls[call.module] is call and not isinstance(call.module, _HEAD_POOLING)
-        for layout in [_spatial_layout(call, x, requested)]
+        for layout in [_spatial_layout(call, x, requested, channels_first)]
         if layout is not None
     ]
     coarsest: TargetLayer | None = None  # the coarsest later grid, which failed

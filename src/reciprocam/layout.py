@@ -165,17 +165,18 @@ def produced_kind(module: nn.Module, shape: tuple[int, ...]) -> Kind | None:
 
 
 def follows_input(grid: tuple[int, ...], input_grid: tuple[int, ...]) -> bool:
-    """Whether `grid` is `input_grid` divided by one integer stride s on every axis, each size
-    floor(size / s) or ceil(size / s)."""
-    if len(grid) != len(input_grid) or any(
-        g < 1 or g > i for g, i in zip(grid, input_grid, strict=False)
-    ):
+    """Whether `grid` is `input_grid` divided by one integer stride s with one rounding on every
+    axis: all sizes floor(size / s), or all ceil(size / s)."""
+    if len(grid) != len(input_grid):
+        return False
+    if any(g < 1 or g > i for g, i in zip(grid, input_grid, strict=True)):
         return False
     # floor(i / s) or ceil(i / s) == g needs i / (g + 1) < s < i / (g - 1).
     lowest = max(1, input_grid[0] // (grid[0] + 1))
     highest = input_grid[0] // (grid[0] - 1) if grid[0] > 1 else input_grid[0]
     return any(
-        all(g in (i // stride, -(-i // stride)) for g, i in zip(grid, input_grid, strict=False))
+        all(g == i // stride for g, i in zip(grid, input_grid, strict=True))
+        or all(g == -(-i // stride) for g, i in zip(grid, input_grid, strict=True))
         for stride in range(lowest, highest + 1)
     )
 
@@ -186,11 +187,14 @@ def read_layout(
     produced: Kind | None,
     requested: Kind | None,
     where: str,
+    only_channels_first: bool = False,
 ) -> FeatureLayout:
     """The layout of an output of `shape` for an input with spatial size `input_grid`.
 
     `produced` is what the producing module's type says (`produced_kind`), `requested` what the
-    user asked for; `where` names the layer in messages. LayerError if it cannot be decided.
+    user asked for; `where` names the layer in messages. `only_channels_first` says the model
+    has no module that works on a 4-D tensor's last axis: both readings fitting, its outputs
+    are channels-first. LayerError if the layout cannot be decided.
     """
     dims = len(input_grid)
     if len(shape) == dims + 2:
@@ -205,6 +209,8 @@ def read_layout(
         fitting = [layout for layout in (first, last) if follows_input(layout.grid, input_grid)]
         if len(fitting) == 1:
             return fitting[0]
+        if fitting and only_channels_first:
+            return first
         problem = "both" if fitting else "neither"
         raise LayerError(
             f"layer '{where}' outputs {shape}: {problem} channels-first and channels-last"
@@ -229,10 +235,14 @@ def read_layout(
     )
 
 
-def token_layout(shape: tuple[int, ...], input_grid: tuple[int, ...], where: str) -> FeatureLayout:
-    """(B, N, C) tokens as the fewest prefix tokens followed by a grid that follows the input."""
+def token_layout(
+    shape: tuple[int, ...], input_grid: tuple[int, ...], where: str, declared: int | None = None
+) -> FeatureLayout:
+    """(B, N, C) tokens as prefix tokens followed by a grid that follows the input: the model's
+    `declared` prefix count if it leaves such a grid, else the fewest that do."""
     tokens = shape[1]
-    for prefix in range(min(tokens, _MOST_PREFIX_TOKENS + 1)):
+    counts = range(min(tokens, _MOST_PREFIX_TOKENS + 1))
+    for prefix in ([declared] if declared is not None else []) + list(counts):
         grid = _grid_of(tokens - prefix, input_grid)
         if grid is not None:
             return FeatureLayout("tokens", grid, shape[2], prefix)

@@ -33,6 +33,7 @@ class ViTLayout:
     """The parts of a vision transformer that ViT-ReciproCAM uses."""
 
     family: str  # "torchvision", "timm" or "transformers"
+    model: nn.Module  # the transformer itself (the explained model, or a submodule of it)
     blocks: tuple[nn.Module, ...]
     block_names: tuple[str, ...]  # dotted names from the explained model
     norm1_attribute: str  # the name of each block's first LayerNorm
@@ -79,7 +80,7 @@ def _stack_layout(
     for norm1 in _NORM1_NAMES:
         if all(isinstance(getattr(block, norm1, None), nn.LayerNorm) for block in stack):
             names = tuple(f"{prefix}{stack_name}.{name}" for name, _ in stack.named_children())
-            return ViTLayout(family, tuple(stack.children()), names, norm1, projection)
+            return ViTLayout(family, model, tuple(stack.children()), names, norm1, projection)
     return None
 
 
@@ -149,8 +150,14 @@ def token_grid(model: nn.Module, layout: ViTLayout, block: int, image: Tensor) -
             f" with one first LayerNorm call (saw tokens {tokens}, {norm_calls[0]} LayerNorm"
             " calls); it is not a plain ViT: use ReciproCAM"
         )
+    declared = getattr(layout.model, "num_prefix_tokens", None)
     try:
-        return token_layout(tokens, tuple(image.shape[2:]), layout.block_names[block])
+        return token_layout(
+            tokens,
+            tuple(image.shape[2:]),
+            layout.block_names[block],
+            declared if isinstance(declared, int) else None,
+        )
     except LayerError as error:
         raise ModelError(f"{error}; it is not a plain ViT: use ReciproCAM") from None
 

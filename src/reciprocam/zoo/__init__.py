@@ -1,13 +1,8 @@
 """Models by name, with the preprocessing and class names that go with them."""
 
-from .loading import (
-    DEMO_MODEL,
-    IMAGENET_CATEGORIES,
-    LoadedModel,
-    load_model,
-    model_names,
-    read_checkpoint,
-)
+from .checkpoints import read_checkpoint
+from .loaded import IMAGENET_CATEGORIES, LoadedModel
+from .loading import DEMO_MODEL, load_model, model_names
 from .preprocessing import Preprocessing
 
 __all__ = [

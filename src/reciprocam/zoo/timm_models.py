@@ -9,14 +9,11 @@ from torch import Tensor
 from torchvision.transforms import InterpolationMode
 
 from ..errors import ModelError
-from .loading import (
-    IMAGENET_CATEGORIES,
-    TIMM_PREFIX,
-    LoadedModel,
-    checkpoint_classes,
-    load_state,
-)
+from .checkpoints import checkpoint_classes, load_state
+from .loaded import IMAGENET_CATEGORIES, LoadedModel
 from .preprocessing import Preprocessing
+
+TIMM_PREFIX = "timm:"
 
 
 def load_timm(
