@@ -297,3 +297,14 @@ def test_a_vit_s_own_size_check_is_one_line():
     model = tiny_torchvision()
     message = error_message(InputError, ViTReciproCAM(model), seeded((1, 3, 48, 48)))
     assert message.startswith("the model failed on an input of shape (1, 3, 48, 48):")
+
+
+@pytest.mark.parametrize("family", ["swin", "hf-vit"])
+def test_exported_onnx_reads_layouts_and_hugging_face_outputs(tmp_path, swin, family):
+    from test_onnx import assert_same
+    from test_vit_reciprocam import tiny_transformers
+
+    model = swin if family == "swin" else tiny_transformers()
+    explainer = ReciproCAM(model) if family == "swin" else ViTReciproCAM(model)
+    path = reciprocam.export_onnx(model, tmp_path / "m.onnx", input_shape=(1, 3, 64, 64))
+    assert_same(path, explainer, seeded((2, 3, 64, 64), seed=13))

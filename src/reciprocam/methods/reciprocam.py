@@ -32,6 +32,7 @@ from ..explainer import ClassScoreExplainer
 from ..layers import LayerSpecs, TargetLayer, resolve_layer, run_tapped, single_layer
 from ..layout import FeatureLayout, LayoutSpec
 from ..options import one_of
+from .flatten_head import FlattenHead, flattening_linear
 
 Score = Literal["softmax", "logit"]
 Mask = Literal["pixel", "gaussian"]
@@ -101,6 +102,7 @@ class ReciproCAM(ClassScoreExplainer):
         self.fast_path = fast_path
         self.layout = layout
         self._gap: dict[TargetLayer, bool] = {}
+        self._flatten: dict[TargetLayer, FlattenHead | None] = {}
 
     @property
     def uses_gap_shortcut(self) -> bool:
@@ -108,15 +110,28 @@ class ReciproCAM(ClassScoreExplainer):
         layer = self.target_layer
         return layer is not None and self._gap.get(layer, False)
 
+    @property
+    def uses_flatten_shortcut(self) -> bool:
+        """Whether the last call's layer has the exact flatten + Linear shortcut (`flatten_head`),
+        used with the pixel mask."""
+        layer = self.target_layer
+        return layer is not None and self.mask == "pixel" and self._flatten.get(layer) is not None
+
     def _resolve(self, image: Tensor) -> list[TargetLayer]:
         spec = single_layer(self._layer_spec, "ReciproCAM")
         layer = resolve_layer(self.model, spec, image, layout=self.layout)
-        self._gap[layer] = self.fast_path and self._head_starts_with_gap(image, layer)
+        gap = self.fast_path and self._head_starts_with_gap(image, layer)
+        linear = None
+        if self.fast_path and not gap and self.mask == "pixel":
+            linear = flattening_linear(self.model, image, layer)
+        self._gap[layer] = gap
+        self._flatten[layer] = None if linear is None else FlattenHead(linear)
         return [layer]
 
     def close(self) -> None:
         super().close()
         self._gap.clear()
+        self._flatten.clear()
 
     def _head_starts_with_gap(self, image: Tensor, layer: TargetLayer) -> bool:
         """True if the head maps the real features, and random ones, as it maps their means
@@ -149,6 +164,9 @@ class ReciproCAM(ClassScoreExplainer):
         layout = layer.layout
         assert layout is not None  # resolved for this input size
         batch = x.shape[0]
+        flatten_head = self._flatten.get(layer)
+        if flatten_head is not None and self.mask == "pixel":
+            return self._flatten_scores(x, layer, layout, flatten_head)
         copies: _MaskedCopies | None = None
 
         def first_pass(output: Tensor) -> Tensor:
@@ -165,6 +183,20 @@ class ReciproCAM(ClassScoreExplainer):
                 run_tapped(self.model, x[:1], layer, _replace_with(copies.rows(rows)))
             )
         return logits, score_maps(torch.cat(masked_logits), self.score, batch, copies.size)
+
+    def _flatten_scores(
+        self, x: Tensor, layer: TargetLayer, layout: FeatureLayout, head: FlattenHead
+    ) -> tuple[Tensor, Tensor]:
+        """Logits and scores with the copies entering at the flattening Linear layer's output."""
+        outputs: list[Tensor] = []
+
+        def compute(output: Tensor) -> None:
+            outputs.append(head.outputs(output, layout))
+
+        with head.appending(outputs):
+            output = run_tapped(self.model, x, layer, compute)
+        batch = x.shape[0]
+        return output[:batch], score_maps(output[batch:], self.score, batch, layout.grid)
 
 
 class _MaskedCopies:
