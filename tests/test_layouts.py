@@ -308,3 +308,18 @@ def test_exported_onnx_reads_layouts_and_hugging_face_outputs(tmp_path, swin, fa
     explainer = ReciproCAM(model) if family == "swin" else ViTReciproCAM(model)
     path = reciprocam.export_onnx(model, tmp_path / "m.onnx", input_shape=(1, 3, 64, 64))
     assert_same(path, explainer, seeded((2, 3, 64, 64), seed=13))
+
+
+def test_metrics_read_hugging_face_outputs():
+    from test_vit_reciprocam import tiny_transformers
+
+    from reciprocam.metrics import AverageDrop
+
+    model, x = tiny_transformers(), seeded((2, 3, 64, 64), seed=14)
+    explanation = ViTReciproCAM(model).explain(x)
+    drops = AverageDrop(model).update(x, explanation.maps, explanation.targets)
+    with torch.no_grad():
+        rows = torch.arange(2)
+        y = model(x).logits.softmax(1)[rows, explanation.targets]
+        o = model(x * explanation.maps[:, None]).logits.softmax(1)[rows, explanation.targets]
+    torch.testing.assert_close(drops.float(), (y - o).clamp_min(0) / y)
