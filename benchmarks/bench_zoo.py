@@ -4,8 +4,8 @@
 
 For every torchvision classifier, one small model of every timm family (timm's model modules)
 and every Hugging Face `*ForImageClassification` architecture (its default configuration cut to
-two layers, or one block a stage), with random weights whose BatchNorm statistics come from a few
-train-mode passes on random images:
+two layers, or one block a stage, where that still runs), with random weights whose BatchNorm
+statistics come from a few train-mode passes on random images:
 
 - `reciprocam.explainer("reciprocam", model)` with no option (ViT-ReciproCAM on a ViT) explains
   one image, or refuses with a one-line ReciproCAMError;
@@ -52,13 +52,23 @@ def torchvision_models() -> list[tuple[str, str]]:
     return [("torchvision", n) for n in torchvision.models.list_models(module=torchvision.models)]
 
 
-_SIZE_WORDS = ["atto", "femto", "pico", "nano", "tiny", "ti", "xxs", "xs", "mini", "small", "s"]
+# Size words in timm's names, smallest first; a name part that starts with one ("xxs24",
+# "s12") counts. Names with none rank after all of them.
+_SIZE_WORDS = [
+    "atto", "femto", "pico", "nano", "micro", "xxxs", "xxs", "tiny", "ti", "xs", "mini",
+    "small", "s", "t", "m", "base", "b", "l",
+]  # fmt: skip
 
 
 def _smallness(name: str) -> tuple[int, int, str]:
-    parts = name.replace(".", "_").split("_")
-    rank = min((_SIZE_WORDS.index(p) for p in parts if p in _SIZE_WORDS), default=len(_SIZE_WORDS))
-    return (rank, len(name), name)
+    parts = name.split(".")[0].split("_")
+    ranks = [
+        index
+        for part in parts
+        for index, word in enumerate(_SIZE_WORDS)
+        if part.startswith(word) and (len(part) == len(word) or part[len(word)].isdigit())
+    ]
+    return (min(ranks, default=len(_SIZE_WORDS)), len(name), name)
 
 
 def timm_models() -> list[tuple[str, str]]:
@@ -80,7 +90,7 @@ def hf_models() -> list[tuple[str, str]]:
     return [("hf", n) for n in sorted(names) if not n.startswith(skip)]
 
 
-def build(source: str, name: str) -> tuple[nn.Module, tuple[int, int]]:
+def build(source: str, name: str, shallow: bool = True) -> tuple[nn.Module, tuple[int, int]]:
     if source == "torchvision":
         import torchvision
 
@@ -97,10 +107,10 @@ def build(source: str, name: str) -> tuple[nn.Module, tuple[int, int]]:
 
     model_class = getattr(transformers, name)
     config = model_class.config_class(num_labels=10)
-    for attribute, value in (("num_hidden_layers", 2), ("num_layers", 2)):
+    for attribute, value in (("num_hidden_layers", 2), ("num_layers", 2)) if shallow else ():
         if isinstance(getattr(config, attribute, None), int):
             setattr(config, attribute, min(getattr(config, attribute), value))
-    for attribute in ("depths", "num_hidden_layers_per_stage"):
+    for attribute in ("depths", "num_hidden_layers_per_stage") if shallow else ():
         depths = getattr(config, attribute, None)
         if isinstance(depths, list) and all(isinstance(d, int) for d in depths):
             setattr(config, attribute, [1] * len(depths))
@@ -231,6 +241,14 @@ def run_one(source: str, name: str) -> dict[str, object]:
     try:
         with torch.inference_mode():
             logits_of(model(x))
+    except Exception:
+        if source == "hf":  # a configuration the cut made inconsistent: the default one
+            model, size = build(source, name, shallow=False)
+            calibrate(model, size)
+            x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
+    try:
+        with torch.inference_mode():
+            logits_of(model(x))
     except Exception as error:
         return {
             **row,
@@ -258,7 +276,10 @@ def run_one(source: str, name: str) -> dict[str, object]:
         layer=str(layer),
         layout=str(layer.layout),
         grid="x".join(map(str, explanation.scores.shape[2:])),
-        fast_path=bool(getattr(cam, "uses_gap_shortcut", getattr(cam, "uses_fast_path", False))),
+        fast_path=any(
+            getattr(cam, name, False)
+            for name in ("uses_gap_shortcut", "uses_flatten_shortcut", "uses_fast_path")
+        ),
     )
     definition = (vit_definition if row["method"] == "ViTReciproCAM" else cnn_definition)(
         model, x, cam
@@ -342,21 +363,53 @@ def main() -> None:
 
 
 def summary(rows: dict[tuple[str, str], dict[str, object]]) -> None:
+    """The README's summary: counts, ratios, differences, refusals, and the layer table."""
+    print(
+        "| source | models | explained | refused | failed | skipped | ratio median (quartiles)"
+        " | largest difference from the definition |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for source in ("torchvision", "timm", "hf"):
         group = [r for r in rows.values() if r["source"] == source]
-        counts: dict[str, int] = {}
-        for r in group:
-            counts[str(r["status"])] = counts.get(str(r["status"]), 0) + 1
-        print(source, counts)
+        count = {s: sum(r["status"] == s for r in group) for s in _STATUSES}
         ratios = sorted(float(r["ratio"]) for r in group if "ratio" in r)
-        if ratios:
-            quartiles = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
-            print(
-                f"  ratio median {statistics.median(ratios):.2f}, quartiles"
-                f" {quartiles[0]:.2f}-{quartiles[2]:.2f}, max {ratios[-1]:.1f}"
-            )
+        if not ratios:
+            continue
+        spread = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
         worst = max((float(r.get("max_difference", 0)) for r in group), default=math.nan)
-        print(f"  largest difference from the definition: {worst:.2e}")
+        print(
+            f"| {source} | {len(group)} | {count['explained']} | {count['refused']} |"
+            f" {count['failed'] + count['not built']} | {count['skipped']} |"
+            f" {statistics.median(ratios):.2f}x ({spread[0]:.2f}-{spread[2]:.2f}) | {worst:.1e} |"
+        )
+    ratios = sorted(float(r["ratio"]) for r in rows.values() if "ratio" in r)
+    print(
+        f"\nAll explained models: median ratio {statistics.median(ratios):.2f}x;"
+        f" {sum(r <= 1.3 for r in ratios)} of {len(ratios)} at or below 1.3x,"
+        f" {sum(r > 5 for r in ratios)} above 5x.\n"
+    )
+    print("Above 5x:\n")
+    for r in sorted(rows.values(), key=lambda r: -float(r.get("ratio", 0))):
+        if float(r.get("ratio", 0)) > 5:
+            print(
+                f"- {r['source']} `{r['model']}`: {float(r['ratio']):.1f}x, {r['method']} at"
+                f" `{r['layer']}` ({r['layout']})"
+            )
+    print("\nNot explained:\n")
+    for r in rows.values():
+        if r["status"] != "explained":
+            print(f"- {r['source']} `{r['model']}` ({r['status']}): {r.get('reason', '')}")
+    print("\n| source | model | method | layer | layout | ratio |")
+    print("|---|---|---|---|---|---|")
+    for r in rows.values():
+        if r["status"] == "explained":
+            print(
+                f"| {r['source']} | {r['model']} | {r['method']} | `{r['layer']}` |"
+                f" {r['layout']} | {float(r['ratio']):.2f}x |"
+            )
+
+
+_STATUSES = ("explained", "refused", "failed", "not built", "skipped")
 
 
 if __name__ == "__main__":
