@@ -11,8 +11,9 @@ LayerNorm's output n. Queries, keys and values are linear in it: a * (n W) + b. 
 
 Per copy that is about (prefix + 9 + 1) keys instead of N, and, for the last block, prefix-token
 MLPs instead of N. Supported blocks: torchvision's `EncoderBlock`, timm's `Block` with plain
-`Attention` (no qk-norm, no gate), and Hugging Face's ViT, DeiT and Dinov2 layers (separate
-query, key and value projections); anything else uses the generic batched path.
+`Attention` (no qk-norm, no gate), and Hugging Face's ViT, DeiT, ViT-MSN, I-JEPA and Dinov2
+layers (separate query, key and value projections); anything else (relative position biases,
+rotary embeddings, class attention) uses the generic batched path.
 """
 
 from __future__ import annotations
@@ -105,7 +106,14 @@ def _timm_parts(block: Any) -> BlockParts | None:
 
 
 # Hugging Face layers: pre-norm blocks whose attention has q/k/v/o projections.
-_HF_LAYERS = ("ViTLayer", "DeiTLayer", "Dinov2Layer", "Dinov2WithRegistersLayer")
+_HF_LAYERS = (
+    "ViTLayer",
+    "DeiTLayer",
+    "ViTMSNLayer",
+    "IJepaLayer",
+    "Dinov2Layer",
+    "Dinov2WithRegistersLayer",
+)
 
 
 def _transformers_parts(block: Any) -> BlockParts | None:
