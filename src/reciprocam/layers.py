@@ -209,13 +209,14 @@ def _first_row_copies(copies: int) -> Callable[[Tensor], Tensor]:
 
 
 def sole_path_problem(
-    model: nn.Module, x: Tensor, logits: Tensor, layer: TargetLayer
+    model: nn.Module, x: Tensor, logits: Tensor, layer: TargetLayer, *, why: bool = True
 ) -> str | None:
     """Why `layer` is not the only path from one image `x` to its `logits`, or None if it is.
 
     The layer is run on [x, noise] with its output replaced by copies of x's features. If
     every row's prediction equals x's, nothing reaches the head except through the layer, and
-    the head accepts a batch of another size (three rows from a two-image input).
+    the head accepts a batch of another size (three rows from a two-image input). `why=False`
+    skips the second pass that tells a bypass from a batch-size problem.
     """
     pair = torch.cat([x, probe_noise(x)])
     try:
@@ -224,6 +225,8 @@ def sole_path_problem(
             return None
     except Exception:  # a head that refuses another batch size: told apart below
         pass
+    if not why:
+        return f"layer '{layer}' is not the only path to the prediction"
     try:
         same_size = run_tapped(model, pair, layer, _first_row_copies(2))
         bypassed = not same_output(same_size, logits.expand_as(same_size))
@@ -355,7 +358,7 @@ def _automatic_layer(
                 " batch size), and the layers before it are finer grids nearer the input; pass"
                 " target_layer to explain one of them anyway"
             )
-        if sole_path_problem(model, x, logits, layer) is None and _grid_matters(
+        if sole_path_problem(model, x, logits, layer, why=False) is None and _grid_matters(
             model, x, logits, layer
         ):
             return layer
