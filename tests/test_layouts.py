@@ -323,3 +323,29 @@ def test_metrics_read_hugging_face_outputs():
         y = model(x).logits.softmax(1)[rows, explanation.targets]
         o = model(x * explanation.maps[:, None]).logits.softmax(1)[rows, explanation.targets]
     torch.testing.assert_close(drops.float(), (y - o).clamp_min(0) / y)
+
+
+class BypassedLastGrid(nn.Module):
+    """A stem grid, then a coarser stage; a class vector from the stem bypasses the stage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Conv2d(3, 8, 8, stride=8)
+        self.stage = nn.Conv2d(8, 8, 2, stride=2)
+        self.cls = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stem = self.stem(x)
+        cls = self.cls(stem.mean(dim=(2, 3)))
+        return self.head(self.stage(stem).mean(dim=(2, 3)) + cls)
+
+
+def test_a_bypassed_last_grid_is_refused_rather_than_the_stem_chosen():
+    model, x = BypassedLastGrid().eval(), seeded((1, 3, 32, 32), seed=15)
+    message = error_message(LayerError, ReciproCAM(model), x)
+    assert "last grid, 'stage', is not the only path" in message
+    assert "pass target_layer" in message
+    explanation = ReciproCAM(model, "stem").explain(x)  # chosen by name, it is explained
+    assert explanation.scores.shape == (1, 4, 4, 4)
