@@ -39,7 +39,8 @@ Mask = Literal["pixel", "gaussian"]
 BatchSize: TypeAlias = int | Literal["all"] | None
 
 _GAUSSIAN_3X3 = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
-# Automatic batch_size: as many masked copies per pass as fit in this many bytes.
+# Automatic batch_size: as many masked copies per pass as fit in this many bytes (of the
+# layer's output, times `attention_factor` for tokens).
 _AUTO_BATCH_BYTES = 256 * 2**20
 
 
@@ -224,6 +225,8 @@ class _MaskedCopies:
         row_bytes = output[0].numel() * output.element_size()
         if pooled:
             row_bytes //= self._positions
+        elif layout.kind == "tokens":
+            row_bytes *= attention_factor(output.shape[1])
         self.passes = row_passes(
             batch * self._positions, rows_per_pass(batch_size, row_bytes), features.device
         )
@@ -269,6 +272,12 @@ def score_maps(masked_logits: Tensor, score: Score, batch: int, size: tuple[int,
     scores = logits.softmax(dim=1) if score == "softmax" else logits
     by_position = scores.view(batch, math.prod(size), -1).transpose(1, 2)
     return by_position.reshape(batch, -1, *size)
+
+
+def attention_factor(tokens: int) -> int:
+    """How many times its tokens' size a copy holds in the rest of a transformer: the tokens,
+    and attention scores of N x N per head, with a head per 64 channels (N / 64 token sizes)."""
+    return 1 + -(-tokens // 64)
 
 
 def rows_per_pass(batch_size: BatchSize, row_bytes: int) -> int | None:

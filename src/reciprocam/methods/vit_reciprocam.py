@@ -36,6 +36,7 @@ from ..vit import (
 from .reciprocam import (
     BatchSize,
     Score,
+    attention_factor,
     check_options,
     row_passes,
     rows_per_pass,
@@ -46,7 +47,8 @@ from .vit_fast import BlockParts, KeptTokens, MaskedBlock, block_parts
 
 TokenMask = Literal["gaussian", "token"]
 
-# A masked copy through the rest of a transformer holds a few times its tokens in activations.
+# A masked copy through the rest of a transformer holds a few times its tokens in activations
+# (the MLP's hidden layer, norms), or its attention scores where more (`attention_factor`).
 _ACTIVATIONS = 8
 
 
@@ -151,7 +153,8 @@ class ViTReciproCAM(ClassScoreExplainer):
             norm1 = self.layout.norm1(self.block)
             copies = _GenericCopies(block, norm1, kept.weights, self.mask_residual)
         batch = x.shape[0]
-        row_bytes = copies.tokens_per_copy(grid) * grid.channels * x.element_size() * _ACTIVATIONS
+        held = max(_ACTIVATIONS, attention_factor(grid.prefix + grid.positions))
+        row_bytes = copies.tokens_per_copy(grid) * grid.channels * x.element_size() * held
         passes = row_passes(
             batch * grid.positions, rows_per_pass(self.batch_size, row_bytes), x.device
         )
