@@ -61,7 +61,10 @@ def _own_layout(model: nn.Module, prefix: str) -> ViTLayout | None:
     if isinstance(model, torchvision.models.vision_transformer.VisionTransformer):
         return _stack_layout("torchvision", model, "encoder.layers", model.conv_proj, prefix)
     projection = _submodule(model, "patch_embed.proj")
-    if isinstance(projection, nn.Conv2d) and _submodule(model, "blocks") is not None:
+    # A patch embedding that keeps the patches as an NHWC map (SAM's) feeds 4-D blocks: not a
+    # token ViT, ReciproCAM reads those maps channels-last.
+    flattens = getattr(model.get_submodule("patch_embed"), "flatten", True) if projection else True
+    if isinstance(projection, nn.Conv2d) and _submodule(model, "blocks") is not None and flattens:
         return _stack_layout("timm", model, "blocks", projection, prefix)
     projection = _submodule(model, "embeddings.patch_embeddings.projection")
     if isinstance(projection, nn.Conv2d):

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from .._model import class_scores, removing
+from ..errors import ModelError, ReciproCAMError, first_line
 from ..explainer import ClassScoreExplainer
 from ..layers import LayerSpecs, TargetLayer, single_layer
 from ..layout import FeatureLayout
@@ -162,9 +163,22 @@ class ViTReciproCAM(ClassScoreExplainer):
         for index, rows in enumerate(passes):
             with removing(*copies.register(rows // grid.positions, rows % grid.positions)):
                 # After the first pass the block input is known: one image runs the layers before.
-                outputs.append(class_scores(self.model(x if index == 0 else x[:1])))
+                outputs.append(self._masked_pass(x if index == 0 else x[:1]))
         logits, masked = outputs[0][:batch], [outputs[0][batch:], *outputs[1:]]
         return logits, score_maps(torch.cat(masked), self.score, batch, grid.grid)
+
+    def _masked_pass(self, x: Tensor) -> Tensor:
+        """The logits of a pass whose block output holds masked copies after x's own rows."""
+        try:
+            return class_scores(self.model(x))
+        except ReciproCAMError:
+            raise
+        except Exception as error:  # the model's own code refused the copies' batch
+            raise ModelError(
+                f"the layers after {self.layout.block_names[self.block]} do not accept a batch"
+                f" of masked copies ({first_line(error)}); the model may reshape with the"
+                " input's batch size: use ReciproCAM with a layer after those reshapes"
+            ) from None
 
     def _kept_tokens(self, grid: FeatureLayout, like: Tensor) -> KeptTokens:
         """The copies' token weights for the grid, made once per grid, dtype and device."""
