@@ -379,7 +379,7 @@ def summary(rows: dict[tuple[str, str], dict[str, object]]) -> None:
         worst = max((float(r.get("max_difference", 0)) for r in group), default=math.nan)
         print(
             f"| {source} | {len(group)} | {count['explained']} | {count['refused']} |"
-            f" {count['failed'] + count['not built']} | {count['skipped']} |"
+            f" {count['failed']} | {count['not built']} | {count['skipped']} |"
             f" {statistics.median(ratios):.2f}x ({spread[0]:.2f}-{spread[2]:.2f}) | {worst:.1e} |"
         )
     ratios = sorted(float(r["ratio"]) for r in rows.values() if "ratio" in r)

@@ -40,7 +40,7 @@ BatchSize: TypeAlias = int | Literal["all"] | None
 
 _GAUSSIAN_3X3 = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
 # Automatic batch_size: as many masked copies per pass as fit in this many bytes (of the
-# layer's output, times `attention_factor` for tokens).
+# layer's output, times `attention_factor`).
 _AUTO_BATCH_BYTES = 256 * 2**20
 
 
@@ -225,8 +225,8 @@ class _MaskedCopies:
         row_bytes = output[0].numel() * output.element_size()
         if pooled:
             row_bytes //= self._positions
-        elif layout.kind == "tokens":
-            row_bytes *= attention_factor(output.shape[1])
+        else:  # the rest may attend over the grid (a transformer's blocks, in any layout)
+            row_bytes *= attention_factor(layout.prefix + self._positions)
         self.passes = row_passes(
             batch * self._positions, rows_per_pass(batch_size, row_bytes), features.device
         )
@@ -275,8 +275,9 @@ def score_maps(masked_logits: Tensor, score: Score, batch: int, size: tuple[int,
 
 
 def attention_factor(tokens: int) -> int:
-    """How many times its tokens' size a copy holds in the rest of a transformer: the tokens,
-    and attention scores of N x N per head, with a head per 64 channels (N / 64 token sizes)."""
+    """How many times its own size a copy of N tokens (or grid positions) can hold in the rest
+    of a transformer: itself, and attention scores of N x N per head, with a head per 64
+    channels (N / 64 times its size)."""
     return 1 + -(-tokens // 64)
 
 
