@@ -10,6 +10,7 @@ alone: masking it is then the same as masking everything the rest of the network
 from __future__ import annotations
 
 import difflib
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -139,13 +140,16 @@ def _probe(model: nn.Module, x: Tensor) -> tuple[list[_Call], Tensor]:
     # 4-D tensors whose layout is known (the input's, and outputs a module's type decides), by
     # storage: a container or an in-place module that returns that very tensor (same data, same
     # strides), or an element-wise module applied to it, inherits it; a permuted view does not.
-    typed: dict[int, tuple[Tensor, Kind]] = {x.data_ptr(): (x, "channels_first")}
+    # Weak references: the probe keeps no activation alive (a freed one cannot be returned).
+    typed: dict[int, tuple[weakref.ref[Tensor], Kind]] = {
+        x.data_ptr(): (weakref.ref(x), "channels_first")
+    }
 
     def known(tensor: object) -> Kind | None:
         if not isinstance(tensor, Tensor):
             return None
         found = typed.get(tensor.data_ptr())
-        return found[1] if found is not None and _same_view(found[0], tensor) else None
+        return found[1] if found is not None and _same_view(found[0](), tensor) else None
 
     def recorder(name: str) -> Callable[[nn.Module, object, object], None]:
         def record(module: nn.Module, inputs: object, output: object) -> None:
@@ -160,7 +164,7 @@ def _probe(model: nn.Module, x: Tensor) -> tuple[list[_Call], Tensor]:
                     given = inputs[0] if isinstance(inputs, tuple) and inputs else None
                     produced = known(given) if _same_view(given, output) else None
                 if produced is not None:
-                    typed[output.data_ptr()] = (output, produced)
+                    typed[output.data_ptr()] = (weakref.ref(output), produced)
             calls.append(_Call(name, module, index, shape, produced))
 
         return record
