@@ -61,10 +61,11 @@ def _own_layout(model: nn.Module, prefix: str) -> ViTLayout | None:
     if isinstance(model, torchvision.models.vision_transformer.VisionTransformer):
         return _stack_layout("torchvision", model, "encoder.layers", model.conv_proj, prefix)
     projection = _submodule(model, "patch_embed.proj")
-    # A patch embedding that keeps the patches as an NHWC map (SAM's) feeds 4-D blocks: not a
-    # token ViT, ReciproCAM reads those maps channels-last.
-    flattens = getattr(model.get_submodule("patch_embed"), "flatten", True) if projection else True
-    if isinstance(projection, nn.Conv2d) and _submodule(model, "blocks") is not None and flattens:
+    # A patch embedding that keeps the patches as an NHWC map feeds 4-D blocks (SAM's ViT), unless
+    # the model flattens them itself for any input size: only the latter is a token ViT.
+    keeps_map = projection is not None and not getattr(model.patch_embed, "flatten", True)
+    tokens = not keeps_map or getattr(model, "dynamic_img_size", False) is True
+    if isinstance(projection, nn.Conv2d) and _submodule(model, "blocks") is not None and tokens:
         return _stack_layout("timm", model, "blocks", projection, prefix)
     projection = _submodule(model, "embeddings.patch_embeddings.projection")
     if isinstance(projection, nn.Conv2d):
