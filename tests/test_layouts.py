@@ -260,6 +260,9 @@ def test_a_wrapped_vit_is_recognised():
     assert isinstance(cam, ViTReciproCAM)
     torch.testing.assert_close(cam(x), ViTReciproCAM(vit)(x))
     assert str(cam.target_layer) == "1.blocks.2.norm1"
+    parallel = reciprocam.explainer("reciprocam", nn.DataParallel(vit))
+    assert isinstance(parallel, ViTReciproCAM)
+    torch.testing.assert_close(parallel(x), ViTReciproCAM(vit)(x))
 
 
 def test_the_layer_and_the_grid_follow_each_input_size(resnet18):
