@@ -352,3 +352,14 @@ def test_a_bypassed_last_grid_is_refused_rather_than_the_stem_chosen():
     assert "pass target_layer" in message
     explanation = ReciproCAM(model, "stem").explain(x)  # chosen by name, it is explained
     assert explanation.scores.shape == (1, 4, 4, 4)
+
+
+@pytest.mark.parametrize("method", [ReciproCAM, GradCAM, AblationCAM])
+def test_an_unknown_layout_is_refused_when_the_explainer_is_made(resnet18, method):
+    from reciprocam import OptionError
+
+    message = error_message(OptionError, method, resnet18, layout="hwc")
+    assert message == (
+        "unknown layout 'hwc'; choose 'nchw', 'nhwc' or 'tokens' (or None to decide it from the"
+        " model)"
+    )

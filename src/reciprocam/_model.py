@@ -62,19 +62,18 @@ def restoring_attributes(model: nn.Module) -> Iterator[None]:
             _restore_attributes(module, attributes)
 
 
+# A module's own state, which explanations do not replace (its contents are checked apart).
+_TENSORS_AND_CHILDREN = ("_parameters", "_buffers", "_modules")
+
+
 def _plain_attributes(module: nn.Module) -> dict[str, Any]:
-    return {
-        name: value
-        for name, value in vars(module).items()
-        if name not in ("_parameters", "_buffers", "_modules")
-    }
+    return {n: v for n, v in vars(module).items() if n not in _TENSORS_AND_CHILDREN}
 
 
 def _restore_attributes(module: nn.Module, attributes: dict[str, Any]) -> None:
     current = vars(module)
-    for name in [name for name in current if name not in attributes]:
-        if name not in ("_parameters", "_buffers", "_modules"):
-            del current[name]
+    for name in [n for n in current if n not in attributes and n not in _TENSORS_AND_CHILDREN]:
+        del current[name]
     for name, value in attributes.items():
         if current.get(name) is not value:
             current[name] = value

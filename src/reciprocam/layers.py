@@ -27,7 +27,15 @@ from ._model import (
     same_output,
 )
 from .errors import LayerError
-from .layout import FeatureLayout, Kind, LayoutSpec, layout_kind, produced_kind, read_layout
+from .layout import (
+    FeatureLayout,
+    Kind,
+    LayoutSpec,
+    grid_text,
+    layout_kind,
+    produced_kind,
+    read_layout,
+)
 from .vit import find_layout
 
 LayerSpec = nn.Module | str | None
@@ -324,7 +332,7 @@ def resolve_layer(
     layer = TargetLayer(name, module, last.index, found_layout)
     if min(found_layout.grid) < 2:
         raise LayerError(
-            f"layer '{layer}' outputs a {_grid_text(found_layout)} map at this"
+            f"layer '{layer}' outputs a {grid_text(found_layout.grid)} map at this"
             " input size; explaining needs height and width > 1: use a larger input or an"
             " earlier layer"
         )
@@ -352,31 +360,27 @@ def _automatic_layer(
         for layout in [_spatial_layout(call, x, requested, channels_first)]
         if layout is not None
     ]
-    coarsest: TargetLayer | None = None  # the coarsest later grid, which failed
+    coarsest: tuple[TargetLayer, int] | None = None  # the coarsest later grid, which failed
     for _, call, layout in reversed(spatial):
         layer = TargetLayer(call.name, call.module, call.index, layout)
-        if coarsest is not None and layout.positions > coarsest.layout.positions:  # type: ignore[union-attr]
+        if coarsest is not None and layout.positions > coarsest[1]:
             raise LayerError(
-                f"{type(model).__name__}'s last grid, '{coarsest}', is not the only path to its"
-                " prediction (class tokens or a branch bypass it, or the head needs the input's"
-                " batch size), and the layers before it are finer grids nearer the input; pass"
-                " target_layer to explain one of them anyway"
+                f"{type(model).__name__}'s last grid, '{coarsest[0]}', is not the only path to"
+                " its prediction (class tokens or a branch bypass it, or the head needs the"
+                " input's batch size), and the layers before it are finer grids nearer the"
+                " input; pass target_layer to explain one of them anyway"
             )
         if sole_path_problem(model, x, logits, layer, why=False) is None and _grid_matters(
             model, x, logits, layer
         ):
             return layer
-        if coarsest is None or layout.positions < coarsest.layout.positions:  # type: ignore[union-attr]
-            coarsest = layer
+        if coarsest is None or layout.positions < coarsest[1]:
+            coarsest = (layer, layout.positions)
     raise LayerError(
         f"found no layer in {type(model).__name__} whose output is a spatial feature map"
         " (channels-first, channels-last or tokens on a grid) that alone determines the"
         " prediction; pass target_layer with a layer name"
     )
-
-
-def _grid_text(layout: FeatureLayout) -> str:
-    return "x".join(map(str, layout.grid))
 
 
 def _grid_matters(model: nn.Module, x: Tensor, logits: Tensor, layer: TargetLayer) -> bool:

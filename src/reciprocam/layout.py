@@ -15,12 +15,15 @@ The grid is a tuple, (H, W) for images; a (T, H, W) grid is the same concept wit
 
 1. the module that produced it: a convolution, batch norm or 2-D pooling works on channels-first
    maps; a LayerNorm or Linear applied to a 4-D tensor works on its last axis (channels-last);
-2. the input's grid: a feature grid is the input's (H, W) divided by one integer stride s on
-   every axis (each size floor(H / s) or ceil(H / s)); for tokens, the fewest prefix tokens that
-   leave such a grid.
+   a container, in-place or element-wise module passes on the layout of the very tensor it
+   returns (`reciprocam.layers` tracks that during its probe);
+2. the input's grid: a feature grid is the input's (H, W) divided by one integer stride s, with
+   one rounding on every axis (all floor(H / s) or all ceil(H / s)); for tokens, the model's
+   declared prefix count, or the fewest prefix tokens, that leave such a grid.
 
 A 4-D output whose producer says nothing and whose two readings both fit the input (e.g. H == C)
-is ambiguous and refused with the option to pass (`layout="nhwc"`).
+is read channels-first in a model with no module that works on a 4-D tensor's last axis, and is
+otherwise refused as ambiguous with the option to pass (`layout="nhwc"`).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from .errors import LayerError
+from .errors import LayerError, OptionError
 
 Kind = Literal["channels_first", "channels_last", "tokens"]
 
@@ -103,19 +106,23 @@ class FeatureLayout:
         return replace(self, grid=(1,) * len(self.grid))
 
     def __str__(self) -> str:
-        grid = "x".join(map(str, self.grid))
         name = {"channels_first": "NCHW", "channels_last": "NHWC", "tokens": "tokens"}[self.kind]
         extra = f" + {self.prefix} prefix" if self.prefix else ""
-        return f"{name} {grid}{extra}, {self.channels} channels"
+        return f"{name} {grid_text(self.grid)}{extra}, {self.channels} channels"
+
+
+def grid_text(grid: tuple[int, ...]) -> str:
+    """A grid as people write it: "7x7"."""
+    return "x".join(map(str, grid))
 
 
 def layout_kind(spec: LayoutSpec) -> Kind | None:
-    """The kind a user's `layout` option names, or LayerError listing the choices."""
+    """The kind a user's `layout` option names, or OptionError listing the choices."""
     if spec is None:
         return None
     kind = _KINDS.get(spec.lower()) if isinstance(spec, str) else None
     if kind is None:
-        raise LayerError(
+        raise OptionError(
             f"unknown layout {spec!r}; choose 'nchw', 'nhwc' or 'tokens' (or None to decide it"
             " from the model)"
         )
@@ -214,7 +221,7 @@ def read_layout(
         problem = "both" if fitting else "neither"
         raise LayerError(
             f"layer '{where}' outputs {shape}: {problem} channels-first and channels-last"
-            f" readings fit the input's {'x'.join(map(str, input_grid))} grid; pass"
+            f" readings fit the input's {grid_text(input_grid)} grid; pass"
             " layout='nchw' or layout='nhwc'"
         )
     if len(shape) == 3:
@@ -248,7 +255,7 @@ def token_layout(
             return FeatureLayout("tokens", grid, shape[2], prefix)
     raise LayerError(
         f"layer '{where}' outputs {tokens} tokens, which do not fold into a grid of the input's"
-        f" {'x'.join(map(str, input_grid))} shape after any number of prefix tokens"
+        f" {grid_text(input_grid)} shape after any number of prefix tokens"
     )
 
 

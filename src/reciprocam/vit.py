@@ -37,7 +37,6 @@ class ViTLayout:
     blocks: tuple[nn.Module, ...]
     block_names: tuple[str, ...]  # dotted names from the explained model
     norm1_attribute: str  # the name of each block's first LayerNorm
-    patch_embedding: nn.Conv2d  # cuts the image into patches
 
     def norm1(self, block: int) -> nn.Module:
         """The first LayerNorm of block `block`."""
@@ -59,32 +58,30 @@ def _own_layout(model: nn.Module, prefix: str) -> ViTLayout | None:
     import torchvision
 
     if isinstance(model, torchvision.models.vision_transformer.VisionTransformer):
-        return _stack_layout("torchvision", model, "encoder.layers", model.conv_proj, prefix)
+        return _stack_layout("torchvision", model, "encoder.layers", prefix)
     projection = _submodule(model, "patch_embed.proj")
     # A patch embedding that keeps the patches as an NHWC map feeds 4-D blocks (SAM's ViT), unless
     # the model flattens them itself for any input size: only the latter is a token ViT.
     keeps_map = projection is not None and not getattr(model.patch_embed, "flatten", True)
     tokens = not keeps_map or getattr(model, "dynamic_img_size", False) is True
     if isinstance(projection, nn.Conv2d) and _submodule(model, "blocks") is not None and tokens:
-        return _stack_layout("timm", model, "blocks", projection, prefix)
+        return _stack_layout("timm", model, "blocks", prefix)
     projection = _submodule(model, "embeddings.patch_embeddings.projection")
     if isinstance(projection, nn.Conv2d):
         for stack in ("layers", "encoder.layer", "encoder.layers"):
             if _submodule(model, stack) is not None:
-                return _stack_layout("transformers", model, stack, projection, prefix)
+                return _stack_layout("transformers", model, stack, prefix)
     return None
 
 
-def _stack_layout(
-    family: str, model: nn.Module, stack_name: str, projection: nn.Conv2d, prefix: str
-) -> ViTLayout | None:
+def _stack_layout(family: str, model: nn.Module, stack_name: str, prefix: str) -> ViTLayout | None:
     stack = model.get_submodule(stack_name)
     if not isinstance(stack, (nn.Sequential, nn.ModuleList)) or len(stack) == 0:
         return None
     for norm1 in _NORM1_NAMES:
         if all(isinstance(getattr(block, norm1, None), nn.LayerNorm) for block in stack):
             names = tuple(f"{prefix}{stack_name}.{name}" for name, _ in stack.named_children())
-            return ViTLayout(family, model, tuple(stack.children()), names, norm1, projection)
+            return ViTLayout(family, model, tuple(stack.children()), names, norm1)
     return None
 
 

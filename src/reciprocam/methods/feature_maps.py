@@ -27,7 +27,7 @@ from ..explainer import (
     upsample_maps,
 )
 from ..layers import LayerSpecs, LayerTap, TargetLayer, resolve_layers
-from ..layout import LayoutSpec
+from ..layout import LayoutSpec, layout_kind
 from ..options import one_of
 
 Fuse = Literal["mean", "max"]
@@ -55,6 +55,7 @@ class FeatureMapExplainer(Explainer):
     ) -> None:
         super().__init__(model, target_layer, upsample=upsample)
         self.fuse = one_of("fuse", fuse, ("mean", "max"))
+        layout_kind(layout)  # a misspelt layout is refused now, not at the first call
         self.layout = layout
 
     def _resolve(self, image: Tensor) -> list[TargetLayer]:

@@ -81,13 +81,13 @@ class FlattenHead:
         """The weight columns of each position, (K, out, C), made once per weight version."""
         weight = self.linear.weight
         key = (id(weight), weight._version, weight.dtype, weight.device, layout)
-        if self._grouped is None or self._key != key:
-            self._grouped = None  # free the old copy before making the new one
-            # The weight rows are laid out like the layer's output: read them the same way.
-            rows = weight.detach().view(weight.shape[0], *layout.shape(1)[1:])
-            columns = layout.to_channels_first(rows).flatten(2)  # (out, C, K)
-            self._grouped = columns.permute(2, 0, 1).contiguous()
-            self._key = key
+        if self._grouped is not None and self._key == key:
+            return self._grouped
+        self._grouped = None  # free the old copy before making the new one
+        # The weight rows are laid out like the layer's output: read them the same way.
+        rows = weight.detach().view(weight.shape[0], *layout.shape(1)[1:])
+        columns = layout.to_channels_first(rows).flatten(2)  # (out, C, K)
+        self._grouped, self._key = columns.permute(2, 0, 1).contiguous(), key
         return self._grouped
 
     @contextmanager

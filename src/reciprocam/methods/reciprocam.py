@@ -30,7 +30,7 @@ from .._model import probe_noise, same_output
 from ..errors import OptionError
 from ..explainer import ClassScoreExplainer
 from ..layers import LayerSpecs, TargetLayer, resolve_layer, run_tapped, single_layer
-from ..layout import FeatureLayout, LayoutSpec
+from ..layout import FeatureLayout, LayoutSpec, layout_kind
 from ..options import one_of
 from .flatten_head import FlattenHead, flattening_linear
 
@@ -101,6 +101,7 @@ class ReciproCAM(ClassScoreExplainer):
         self.mask = mask
         self.batch_size = batch_size
         self.fast_path = fast_path
+        layout_kind(layout)  # a misspelt layout is refused now, not at the first call
         self.layout = layout
         self._gap: dict[TargetLayer, bool] = {}
         self._flatten: dict[TargetLayer, FlattenHead | None] = {}
@@ -116,7 +117,7 @@ class ReciproCAM(ClassScoreExplainer):
         """Whether the last call's layer has the exact flatten + Linear shortcut (`flatten_head`),
         used with the pixel mask."""
         layer = self.target_layer
-        return layer is not None and self.mask == "pixel" and self._flatten.get(layer) is not None
+        return layer is not None and self._flatten.get(layer) is not None
 
     def _resolve(self, image: Tensor) -> list[TargetLayer]:
         spec = single_layer(self._layer_spec, "ReciproCAM")
@@ -165,8 +166,8 @@ class ReciproCAM(ClassScoreExplainer):
         layout = layer.layout
         assert layout is not None  # resolved for this input size
         batch = x.shape[0]
-        flatten_head = self._flatten.get(layer)
-        if flatten_head is not None and self.mask == "pixel":
+        flatten_head = self._flatten[layer]
+        if flatten_head is not None:
             return self._flatten_scores(x, layer, layout, flatten_head)
         copies: _MaskedCopies | None = None
 
