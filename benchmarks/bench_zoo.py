@@ -1,6 +1,6 @@
 """Every classifier a user brings, explained with no option: torchvision, timm and Hugging Face.
 
-    python benchmarks/bench_zoo.py [--source torchvision|timm|hf] [--only NAME ...]
+    python benchmarks/bench_zoo.py [--source torchvision|timm|hf] [--only NAME ...] [--again]
 
 For every torchvision classifier, one small model of every timm family (timm's model modules)
 and every Hugging Face `*ForImageClassification` architecture (its default configuration cut to
@@ -15,7 +15,8 @@ statistics come from a few train-mode passes on random images:
 - the explanation and a plain inference are timed side by side at batch 1 (medians of 3).
 
 Results go to benchmarks/results/zoo.jsonl, one line a model, so a rerun resumes; a model that
-was started but has no result (the process died) is recorded as failed. `--summary` prints the
+was started but has no result (the process died) is recorded as failed; `--again` runs the
+chosen models even if they have a result (the newest line counts). `--summary` prints the
 README's summary from the file.
 """
 
@@ -151,7 +152,8 @@ def masks(height: int, width: int, gaussian: bool) -> Tensor:
 
 def cnn_definition(model: nn.Module, x: Tensor, cam: object) -> Tensor:
     """(N, h, w) softmax scores with the layer's output masked by hand in its own layout, the
-    copies a chunk of positions at a time (at most 1 GB of them)."""
+    copies a chunk of positions at a time (at most 1 GB of them, or 32 where the rest of the
+    model takes only the input's batch size and each copy has its own copy of the input)."""
     layer = cam.target_layer  # type: ignore[attr-defined]
     layout = layer.layout
     height, width = layout.grid
@@ -159,10 +161,15 @@ def cnn_definition(model: nn.Module, x: Tensor, cam: object) -> Tensor:
     chunk: list[Tensor] = []
     calls = [0]
 
-    def replace(module: nn.Module, inputs: object, output: Tensor) -> Tensor | None:
+    def replace(module: nn.Module, inputs: object, output: object) -> object:
         calls[0] += 1
         if calls[0] - 1 != layer.call:
             return None
+        if isinstance(output, tuple):  # a Hugging Face layer's (hidden_states, ...)
+            return (masked(output[0]), *output[1:])
+        return masked(output)
+
+    def masked(output: Tensor) -> Tensor:
         out, part = output[0], chunk[0]
         if layout.kind == "channels_first":  # (C, H, W): keep F[:, k] where the mask is
             centre = out.flatten(1).T[positions]  # (n, C)
@@ -175,6 +182,8 @@ def cnn_definition(model: nn.Module, x: Tensor, cam: object) -> Tensor:
         return torch.cat([prefix.expand(len(part), *prefix.shape), spread], dim=1)
 
     per_copy = max(1, 2**30 // (output_size(layout) * 4))
+    if layer.copies_from_input:
+        per_copy = min(per_copy, 32)
     scores = []
     handle = layer.module.register_forward_hook(replace)
     try:
@@ -182,8 +191,9 @@ def cnn_definition(model: nn.Module, x: Tensor, cam: object) -> Tensor:
             positions = torch.arange(start, min(start + per_copy, len(m)))
             chunk[:] = [m[positions]]
             calls[0] = 0
+            inputs = x.expand(len(positions), *x.shape[1:]) if layer.copies_from_input else x
             with torch.inference_mode():
-                scores.append(logits_of(model(x)).softmax(dim=1))
+                scores.append(logits_of(model(inputs)).softmax(dim=1))
     finally:
         handle.remove()
     return torch.cat(scores).T.reshape(-1, height, width)
@@ -332,6 +342,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", choices=["torchvision", "timm", "hf"], action="append")
     parser.add_argument("--only", nargs="*", help="model names to run")
+    parser.add_argument("--again", action="store_true", help="rerun models that have a result")
     parser.add_argument("--summary", action="store_true")
     args = parser.parse_args()
     if args.summary:
@@ -353,7 +364,7 @@ def main() -> None:
             done = done_rows()
     signal.signal(signal.SIGALRM, _alarm)
     for source, name in models:
-        if (source, name) in done:
+        if (source, name) in done and not args.again:
             continue
         STARTED.write_text(f"{source}\t{name}")
         start = time.perf_counter()

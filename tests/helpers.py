@@ -89,3 +89,16 @@ def assert_unchanged(model: nn.Module, before: dict[str, object]) -> None:
             assert after["grad"][name] is None, name
         else:
             assert torch.equal(after["grad"][name], grad), name
+
+
+class ReadsInputBatchSize(nn.Module):
+    """A head that reshapes with the input's batch size, as old EfficientNet code does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, stride=4)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.conv(x)).view(x.size(0), -1))

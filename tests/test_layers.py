@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import build, seeded
+from helpers import ReadsInputBatchSize, build, seeded
 from oracle import explicit_scores, minmax
 from torch import nn
 
@@ -135,26 +135,18 @@ def test_layer_given_as_a_foreign_module_or_a_wrong_type(resnet18):
         ReciproCAM(resnet18, 4)(seeded((1, 3, 64, 64)))
 
 
-class _ReadsInputBatchSize(nn.Module):
-    """A head that reshapes with the input's batch size, as old EfficientNet code does."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 8, 3, stride=4)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.fc = nn.Linear(8, 5)
-
-    def forward(self, x):
-        return self.fc(self.pool(self.conv(x)).view(x.size(0), -1))
-
-
-def test_head_that_reads_the_input_batch_size():
-    with pytest.raises(
-        LayerError, match=r"the layers after 'conv' do not accept a batch of another size"
-    ):
-        ReciproCAM(_ReadsInputBatchSize(), "conv")(seeded((1, 3, 32, 32)))
-    with pytest.raises(LayerError, match=r"found no layer in _ReadsInputBatchSize"):
-        ReciproCAM(_ReadsInputBatchSize())(seeded((1, 3, 32, 32)))
+@pytest.mark.parametrize("target", ["conv", None])
+@pytest.mark.parametrize("mask", ["pixel", "gaussian"])
+def test_a_head_that_reads_the_input_batch_size_gets_copies_of_the_input(target, mask):
+    model = ReadsInputBatchSize().eval()
+    images = seeded((2, 3, 32, 32))
+    features = model.conv(images).detach()
+    expected = explicit_scores(features, lambda f: model.fc(model.pool(f).flatten(1)), mask=mask)
+    cam = ReciproCAM(model, target, mask=mask, batch_size=20)  # passes that split an image
+    scores = cam.explain(images).scores
+    assert cam.target_layer.copies_from_input
+    assert not cam.uses_gap_shortcut
+    torch.testing.assert_close(scores, expected, rtol=0, atol=1e-6)
 
 
 class _Unused(nn.Module):

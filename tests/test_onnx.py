@@ -12,7 +12,14 @@ import onnx
 import onnxruntime
 import pytest
 import torch
-from helpers import assert_unchanged, build, error_message, seeded, snapshot
+from helpers import (
+    ReadsInputBatchSize,
+    assert_unchanged,
+    build,
+    error_message,
+    seeded,
+    snapshot,
+)
 from PIL import Image
 from torch import nn
 
@@ -391,3 +398,9 @@ def test_insert_command_and_its_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("reciprocam: error: the graph has no node or tensor named 'nothing'")
     assert err.count("\n") == 1
+
+
+def test_a_head_that_reads_the_input_batch_size_exports_with_copies_of_the_input(tmp_path):
+    model = ReadsInputBatchSize().eval()
+    path = export_onnx(model, tmp_path / "fixed.onnx", input_shape=(1, 3, 32, 32))
+    assert_same(path, ReciproCAM(model), seeded((3, 3, 32, 32)), score_tolerance=1e-5)

@@ -12,8 +12,9 @@ from __future__ import annotations
 import difflib
 import weakref
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -44,6 +45,9 @@ LayerSpec = nn.Module | str | None
 LayerSpecs = LayerSpec | Sequence[nn.Module | str]
 """One target layer, or several for methods that fuse the maps of several layers."""
 
+Entry = Literal["layer", "input"]
+"""Where copies of a layer's output enter the model (see `copies_entry`)."""
+
 # Modules that keep their input's layout, value by value.
 _ELEMENTWISE = (
     nn.Identity,
@@ -71,13 +75,15 @@ class TargetLayer:
 
     `layout` says how the output is laid out (channels-first, channels-last or tokens, its grid
     at the input size it was resolved for); None for layers that are not read as feature maps
-    (FullGrad's bias layers).
+    (FullGrad's bias layers). `copies_from_input`: the layers after it take only the input's
+    batch size, so copies of its output enter with copies of the input (see `copies_entry`).
     """
 
     name: str
     module: nn.Module
     call: int = 0
     layout: FeatureLayout | None = None
+    copies_from_input: bool = False
 
     def __str__(self) -> str:
         return self.name if self.call == 0 else f"{self.name} (call {self.call + 1})"
@@ -91,8 +97,8 @@ class TargetLayer:
 class LayerTap:
     """A forward hook on a target layer, registered only inside a `with` block.
 
-    `on_output` receives the layer's output; if it returns a tensor, that tensor replaces the
-    output for the rest of the forward pass.
+    `on_output` receives the layer's output features (`output_features`); if it returns a
+    tensor, that tensor replaces them for the rest of the forward pass.
     """
 
     def __init__(self, layer: TargetLayer, on_output: Callable[[Tensor], Tensor | None]) -> None:
@@ -116,12 +122,25 @@ class LayerTap:
             self._handle.remove()
             self._handle = None
 
-    def _hook(self, module: nn.Module, inputs: tuple[object, ...], output: object) -> Tensor | None:
+    def _hook(self, module: nn.Module, inputs: tuple[object, ...], output: object) -> object:
         call = self._calls
         self._calls += 1
-        if call != self.layer.call or not isinstance(output, Tensor):
+        features = output_features(output)
+        if call != self.layer.call or features is None:
             return None
-        return self.on_output(output)
+        replaced = self.on_output(features)
+        if replaced is None or isinstance(output, Tensor):
+            return replaced
+        assert isinstance(output, tuple)
+        return (replaced, *output[1:])
+
+
+def output_features(output: object) -> Tensor | None:
+    """A module's output features: the tensor it returns, or the first of a tuple (a Hugging
+    Face layer's (hidden_states, attentions...)); None for other outputs."""
+    if type(output) is tuple and output and isinstance(output[0], Tensor):
+        return output[0]
+    return output if isinstance(output, Tensor) else None
 
 
 def run_tapped(
@@ -163,6 +182,7 @@ def _probe(model: nn.Module, x: Tensor) -> tuple[list[_Call], Tensor]:
         def record(module: nn.Module, inputs: object, output: object) -> None:
             index = counts.get(module, 0)
             counts[module] = index + 1
+            output = output_features(output)
             shape = tuple(output.shape) if isinstance(output, Tensor) else None
             produced = None if shape is None else produced_kind(module, shape)
             if isinstance(output, Tensor) and output.ndim == 4:
@@ -220,40 +240,33 @@ def _first_row_copies(copies: int) -> Callable[[Tensor], Tensor]:
     return lambda features: features[:1].expand(copies, *features.shape[1:]).clone()
 
 
-def sole_path_problem(
-    model: nn.Module, x: Tensor, logits: Tensor, layer: TargetLayer, *, why: bool = True
-) -> str | None:
-    """Why `layer` is not the only path from one image `x` to its `logits`, or None if it is.
+def copies_entry(model: nn.Module, x: Tensor, logits: Tensor, layer: TargetLayer) -> Entry | None:
+    """Where copies of `layer`'s output can enter the model so that the rest of it runs on them,
+    or None if the prediction depends on one image `x` through more than that output.
 
-    The layer is run on [x, noise] with its output replaced by copies of x's features. If
-    every row's prediction equals x's, nothing reaches the head except through the layer, and
-    the head accepts a batch of another size (three rows from a two-image input). `why=False`
-    skips the second pass that tells a bypass from a batch-size problem.
+    The layer is run on [x, noise] with its output replaced by copies of x's features: if
+    every row's prediction equals x's, nothing reaches the head except through the layer.
+    "layer": the rest takes a batch of any size (three rows from a two-image input), so copies
+    made from one image's output run as one batch there. "input": the rest takes only the
+    input's batch size (it reshapes with it, as PiT's stages and Hugging Face's PVT-v2 do), so
+    each copy replaces the layer's output for its own copy of the input.
     """
     pair = torch.cat([x, probe_noise(x)])
-    try:
-        copies = run_tapped(model, pair, layer, _first_row_copies(3))
-        if same_output(copies, logits.expand_as(copies)):
-            return None
-    except Exception:  # a head that refuses another batch size: told apart below
-        pass
-    if not why:
-        return f"layer '{layer}' is not the only path to the prediction"
-    try:
-        same_size = run_tapped(model, pair, layer, _first_row_copies(2))
-        bypassed = not same_output(same_size, logits.expand_as(same_size))
-    except Exception:  # any failure of the probe means the layer cannot be replaced
-        bypassed = True
-    if bypassed:
-        return (
-            f"layer '{layer}' is bypassed: the prediction also depends on computation that skips"
-            " it (a skip connection or a parallel branch); choose a layer whose output alone"
-            " determines the prediction, such as a block output, or target_layer=None"
-        )
+    tries: tuple[tuple[int, Entry], ...] = ((3, "layer"), (2, "input"))
+    for copies, entry in tries:
+        try:
+            output = run_tapped(model, pair, layer, _first_row_copies(copies))
+        except Exception:  # a rest that refuses this batch size, or any failure of the probe
+            continue
+        return entry if same_output(output, logits.expand_as(output)) else None
+    return None
+
+
+def _bypassed(layer: TargetLayer) -> str:
     return (
-        f"the layers after '{layer}' do not accept a batch of another size than the model's"
-        " input (the model may reshape with the input's batch size, e.g."
-        " x.view(input.size(0), -1)); the rest of the network must work on any batch"
+        f"layer '{layer}' is bypassed: the prediction also depends on computation that skips"
+        " it (a skip connection or a parallel branch); choose a layer whose output alone"
+        " determines the prediction, such as a block output, or target_layer=None"
     )
 
 
@@ -336,10 +349,12 @@ def resolve_layer(
             " input size; explaining needs height and width > 1: use a larger input or an"
             " earlier layer"
         )
-    problem = sole_path_problem(model, x, logits, layer) if sole_path else None
-    if problem is not None:
-        raise LayerError(problem)
-    return layer
+    if not sole_path:
+        return layer
+    entry = copies_entry(model, x, logits, layer)
+    if entry is None:
+        raise LayerError(_bypassed(layer))
+    return replace(layer, copies_from_input=entry == "input")
 
 
 def _automatic_layer(
@@ -349,7 +364,8 @@ def _automatic_layer(
 
     Once the candidates' grids get finer than a later candidate's that failed (the stem, when
     the last stages are bypassed by class tokens), the search stops with a LayerError: a map
-    at the stem would not explain the model's last stages.
+    at the stem would not explain the model's last stages. Grids inside a candidate's module
+    (an attention's downsampled keys) do not count as a later stage's.
     """
     last_calls = {call.module: call for call in calls}
     channels_first = _only_channels_first(calls)
@@ -360,21 +376,23 @@ def _automatic_layer(
         for layout in [_spatial_layout(call, x, requested, channels_first)]
         if layout is not None
     ]
+    candidates = {call.name for _, call, _ in spatial}
     coarsest: tuple[TargetLayer, int] | None = None  # the coarsest later grid, which failed
     for _, call, layout in reversed(spatial):
         layer = TargetLayer(call.name, call.module, call.index, layout)
         if coarsest is not None and layout.positions > coarsest[1]:
             raise LayerError(
                 f"{type(model).__name__}'s last grid, '{coarsest[0]}', is not the only path to"
-                " its prediction (class tokens or a branch bypass it, or the head needs the"
-                " input's batch size), and the layers before it are finer grids nearer the"
-                " input; pass target_layer to explain one of them anyway"
+                " its prediction (class tokens or a branch bypass it), and the layers before it"
+                " are finer grids nearer the input; pass target_layer to explain one of them"
+                " anyway"
             )
-        if sole_path_problem(model, x, logits, layer, why=False) is None and _grid_matters(
-            model, x, logits, layer
-        ):
-            return layer
-        if coarsest is None or layout.positions < coarsest[1]:
+        entry = copies_entry(model, x, logits, layer)
+        if entry is not None and _grid_matters(model, x, logits, layer):
+            return replace(layer, copies_from_input=entry == "input")
+        # A grid inside a candidate block (CvT's key/value downsampling) is not a stage's.
+        inside = any(call.name.startswith(f"{name}.") for name in candidates)
+        if not inside and (coarsest is None or layout.positions < coarsest[1]):
             coarsest = (layer, layout.positions)
     raise LayerError(
         f"found no layer in {type(model).__name__} whose output is a spatial feature map"

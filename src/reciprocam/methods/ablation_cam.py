@@ -21,15 +21,12 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .._model import class_scores
-from ..layers import LayerSpecs, TargetLayer, run_tapped, sole_path_problem
+from ..layers import LayerSpecs, TargetLayer, copies_entry, run_tapped
 from ..layout import LayoutSpec
 from ..options import positive_or_none
 from .feature_maps import FeatureMapExplainer, Fuse
 from .gradient_cams import safe_divide
-from .reciprocam import automatic_rows
-
-# Copies per pass when each runs the whole network.
-_WHOLE_NETWORK_BATCH = 32
+from .reciprocam import WHOLE_NETWORK_ROWS, automatic_rows
 
 
 def ablate(output: Tensor, layer: TargetLayer, channels: Tensor) -> Tensor:
@@ -72,7 +69,7 @@ class AblationCAM(FeatureMapExplainer):
         layers = super()._resolve(image)
         logits = class_scores(self.model(image))
         self._head_only = {
-            layer.name: sole_path_problem(self.model, image, logits, layer) is None
+            layer.name: copies_entry(self.model, image, logits, layer) == "layer"
             for layer in layers
         }
         return layers
@@ -87,7 +84,7 @@ class AblationCAM(FeatureMapExplainer):
         step = self.batch_size or (
             automatic_rows(activations[0].numel() * activations.element_size())
             if head_only
-            else _WHOLE_NETWORK_BATCH
+            else WHOLE_NETWORK_ROWS
         )
         chunks = [(b, s) for b in range(batch) for s in range(0, channels, step)]
         for image, start in tqdm(chunks, desc="Ablation-CAM", disable=not self.progress):

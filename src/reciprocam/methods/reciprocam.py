@@ -42,6 +42,8 @@ _GAUSSIAN_3X3 = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]
 # Automatic batch_size: as many masked copies per pass as fit in this many bytes (of the
 # layer's output, times `attention_factor`).
 _AUTO_BATCH_BYTES = 256 * 2**20
+# Automatic batch size where each copy runs the whole network (its activations are unknown).
+WHOLE_NETWORK_ROWS = 32
 
 
 def spatial_masks(height: int, width: int, mask: Mask, like: Tensor) -> Tensor:
@@ -122,9 +124,11 @@ class ReciproCAM(ClassScoreExplainer):
     def _resolve(self, image: Tensor) -> list[TargetLayer]:
         spec = single_layer(self._layer_spec, "ReciproCAM")
         layer = resolve_layer(self.model, spec, image, layout=self.layout)
-        gap = self.fast_path and self._head_starts_with_gap(image, layer)
+        # Copies that enter with copies of the input run the whole network: no shortcut applies.
+        shortcuts = self.fast_path and not layer.copies_from_input
+        gap = shortcuts and self._head_starts_with_gap(image, layer)
         linear = None
-        if self.fast_path and not gap and self.mask == "pixel":
+        if shortcuts and not gap and self.mask == "pixel":
             linear = flattening_linear(self.model, image, layer)
         self._gap[layer] = gap
         self._flatten[layer] = None if linear is None else FlattenHead(linear)
@@ -170,19 +174,26 @@ class ReciproCAM(ClassScoreExplainer):
         if flatten_head is not None:
             return self._flatten_scores(x, layer, layout, flatten_head)
         copies: _MaskedCopies | None = None
+        from_input = layer.copies_from_input
 
-        def first_pass(output: Tensor) -> Tensor:
+        def first_pass(output: Tensor) -> Tensor | None:
             nonlocal copies
-            copies = _MaskedCopies(output, layout, self.mask, self._gap[layer], self.batch_size)
+            copies = _MaskedCopies(
+                output, layout, self.mask, self._gap[layer], self.batch_size, from_input
+            )
+            if from_input:  # the rest takes only the input's batch: no copies in this pass
+                return None
             return torch.cat([copies.unmasked(), copies.rows(copies.passes[0])])
 
         output = run_tapped(self.model, x, layer, first_pass)
         assert copies is not None  # made by the tap during the first pass
-        logits, masked_logits = output[:batch], [output[batch:]]
-        for rows in copies.passes[1:]:
-            # The features are known; one image is enough to run the layers before the target.
+        logits, masked_logits = output[:batch], [] if from_input else [output[batch:]]
+        for rows in copies.passes[len(masked_logits) :]:
+            # The features are known; one image is enough to run the layers before the target,
+            # or, when copies enter with the input, the image of each copy.
+            source = x[rows // copies.positions] if from_input else x[:1]
             masked_logits.append(
-                run_tapped(self.model, x[:1], layer, _replace_with(copies.rows(rows)))
+                run_tapped(self.model, source, layer, _replace_with(copies.rows(rows)))
             )
         return logits, score_maps(torch.cat(masked_logits), self.score, batch, copies.size)
 
@@ -207,10 +218,17 @@ class _MaskedCopies:
     Copy r = b*K + k keeps image b's feature vector at position k: as a (C, H, W) map, or, when
     `pooled` (the GAP shortcut), as the (C, 1, 1) vector GAP would make of that map; either goes
     back to the layer's layout, with image b's prefix tokens first for a token layout.
+    `whole_network`: each copy runs the whole network, so fewer fit in a pass.
     """
 
     def __init__(
-        self, output: Tensor, layout: FeatureLayout, mask: Mask, pooled: bool, batch_size: BatchSize
+        self,
+        output: Tensor,
+        layout: FeatureLayout,
+        mask: Mask,
+        pooled: bool,
+        batch_size: BatchSize,
+        whole_network: bool = False,
     ) -> None:
         features = layout.to_channels_first(output)
         batch, _channels, height, width = features.shape
@@ -219,18 +237,19 @@ class _MaskedCopies:
         self._output = output
         self._layout = layout.pooled() if pooled else layout
         self._prefix = layout.prefix_tokens(output)
-        self._positions = height * width
+        self.positions = height * width
         self._vectors = features.flatten(2)  # (B, C, K)
         self._masks = spatial_masks(height, width, mask, features)
-        self._mass = self._masks.flatten(1).sum(dim=1) / self._positions  # sum(M_k) / K
+        self._mass = self._masks.flatten(1).sum(dim=1) / self.positions  # sum(M_k) / K
         row_bytes = output[0].numel() * output.element_size()
         if pooled:
-            row_bytes //= self._positions
+            row_bytes //= self.positions
         else:  # the rest may attend over the grid (a transformer's blocks, in any layout)
-            row_bytes *= attention_factor(layout.prefix + self._positions)
-        self.passes = row_passes(
-            batch * self._positions, rows_per_pass(batch_size, row_bytes), features.device
-        )
+            row_bytes *= attention_factor(layout.prefix + self.positions)
+        per_pass = rows_per_pass(batch_size, row_bytes)
+        if whole_network and batch_size is None:
+            per_pass = min(automatic_rows(row_bytes), WHOLE_NETWORK_ROWS)
+        self.passes = row_passes(batch * self.positions, per_pass, features.device)
 
     def unmasked(self) -> Tensor:
         """The batch's own output (its grid means, for the GAP shortcut)."""
@@ -241,7 +260,7 @@ class _MaskedCopies:
 
     def rows(self, rows: Tensor) -> Tensor:
         """The copies numbered `rows`, as one batch in the layer's layout."""
-        image, position = rows // self._positions, rows % self._positions
+        image, position = rows // self.positions, rows % self.positions
         centre = self._vectors[image, :, position]  # (n, C): the vector each copy keeps
         if self.pooled:
             features = (centre * self._mass[position, None])[:, :, None, None]
