@@ -1,8 +1,10 @@
 """Feature layouts: channels-last and token grids are read from the model, never misread.
 
 Each family the zoo showed going wrong (a Swin stage in NHWC, Hugging Face Swin, LeViT, a token
-grid with a class token, a wrapped ViT, inputs of several sizes) on a tiny configuration, with
-every map compared against the definition written out here on the layer's raw output.
+grid with a class token, a wrapped ViT, inputs of several sizes, stages that reshape with the
+input's batch size, layers that return tuples, NHWC blocks after a patch embedding) on a tiny
+configuration, with every map compared against the definition written out here on the layer's
+raw output.
 """
 
 from __future__ import annotations
@@ -12,7 +14,16 @@ import timm
 import torch
 from helpers import error_message, seeded
 from torch import nn
-from transformers import SwinConfig, SwinForImageClassification
+from transformers import (
+    CvtConfig,
+    CvtForImageClassification,
+    HieraConfig,
+    HieraForImageClassification,
+    PvtV2Config,
+    PvtV2ForImageClassification,
+    SwinConfig,
+    SwinForImageClassification,
+)
 
 import reciprocam
 from reciprocam import (
@@ -54,15 +65,22 @@ def masked_outputs(output: torch.Tensor, kind: str, prefix: int, grid, gaussian:
 
 
 def definition(model, x, module, kind, prefix, grid, gaussian=False):
-    """(N, h, w) softmax scores of one image with `module`'s output masked by hand."""
+    """(N, h, w) softmax scores of one image with `module`'s output masked by hand.
+
+    The model runs on K copies of the image, each with its own copy of the layer's output
+    masked, so models that reshape with the input's batch size are run as they are written.
+    A tuple output (a Hugging Face layer's) is masked in its first tensor.
+    """
 
     def replace(mod, inputs, output):
-        return masked_outputs(output[0], kind, prefix, grid, gaussian)
+        features = output[0] if isinstance(output, tuple) else output
+        masked = masked_outputs(features[0], kind, prefix, grid, gaussian)
+        return (masked, *output[1:]) if isinstance(output, tuple) else masked
 
     handle = module.register_forward_hook(replace)
     try:
         with torch.no_grad():
-            output = model(x)
+            output = model(x.expand(grid[0] * grid[1], *x.shape[1:]))
     finally:
         handle.remove()
     logits = getattr(output, "logits", output)
@@ -218,6 +236,68 @@ def test_levit_is_explained_at_its_last_stage_not_its_stem():
     assert str(cam.target_layer) == "stages"
     assert cam.target_layer.layout == FeatureLayout("tokens", (2, 2), 384)
     expected = definition(model, x, model.stages, "tokens", 0, (2, 2))
+    torch.testing.assert_close(explanation.scores[0], expected, atol=1e-5, rtol=1e-4)
+
+
+def _pit() -> nn.Module:
+    return timm.create_model("pit_ti_224", pretrained=False, img_size=128, num_classes=5)
+
+
+def _sam2_hiera() -> nn.Module:  # NHWC blocks after a patch embedding: not a token ViT
+    return timm.create_model(
+        "sam2_hiera_tiny", pretrained=False, embed_dim=16, num_heads=1, num_classes=5
+    )
+
+
+def _pvt_v2() -> nn.Module:
+    config = PvtV2Config(
+        depths=[1, 1, 1, 1], hidden_sizes=[8, 16, 16, 32], num_attention_heads=[1, 1, 1, 1],
+        num_labels=5,
+    )  # fmt: skip
+    return PvtV2ForImageClassification(config)
+
+
+def _cvt() -> nn.Module:  # a class token in the last stage; HF indexes depths by stage
+    config = CvtConfig(depth=[1, 2, 3], embed_dim=[8, 16, 32], num_heads=[1, 1, 2], num_labels=5)
+    return CvtForImageClassification(config)
+
+
+def _hf_hiera() -> nn.Module:  # its layers return tuples
+    config = HieraConfig(
+        embed_dim=8, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], image_size=[64, 64],
+        num_labels=5,
+    )  # fmt: skip
+    return HieraForImageClassification(config)
+
+
+@pytest.mark.parametrize(
+    ("build_model", "size", "layer", "layout", "from_input"),
+    [
+        (_pit, 128, "transformers.2.blocks.2", FeatureLayout("tokens", (4, 4), 256, 1), True),
+        (_sam2_hiera, 64, "blocks.11", FeatureLayout("channels_last", (2, 2), 128), False),
+        (
+            _pvt_v2, 64, "pvt_v2.encoder.layers.3.layer_norm",
+            FeatureLayout("tokens", (2, 2), 32), True,
+        ),
+        (_cvt, 64, "cvt.encoder.stages.2.layers.1", FeatureLayout("tokens", (4, 4), 32, 1), True),
+        (_hf_hiera, 64, "hiera.encoder.stages.3", FeatureLayout("tokens", (2, 2), 64), False),
+    ],
+    ids=["pit", "sam2-hiera", "hf-pvt-v2", "hf-cvt", "hf-hiera"],
+)  # fmt: skip
+def test_stages_that_reshape_with_the_batch_or_return_tuples_are_explained(
+    build_model, size, layer, layout, from_input
+):
+    torch.manual_seed(0)
+    model, x = build_model().eval(), seeded((1, 3, size, size), seed=9)
+    cam = reciprocam.explainer("reciprocam", model)
+    explanation = cam.explain(x)
+    assert type(cam) is ReciproCAM
+    assert str(cam.target_layer) == layer
+    assert cam.target_layer.layout == layout
+    assert cam.target_layer.copies_from_input == from_input
+    module = model.get_submodule(layer)
+    kind = {"tokens": "tokens", "channels_last": "nhwc"}[layout.kind]
+    expected = definition(model, x, module, kind, layout.prefix, layout.grid)
     torch.testing.assert_close(explanation.scores[0], expected, atol=1e-5, rtol=1e-4)
 
 

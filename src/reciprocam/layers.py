@@ -258,6 +258,8 @@ def copies_entry(model: nn.Module, x: Tensor, logits: Tensor, layer: TargetLayer
             output = run_tapped(model, pair, layer, _first_row_copies(copies))
         except Exception:  # a rest that refuses this batch size, or any failure of the probe
             continue
+        if len(output) != copies:  # reshaped with the input's batch size into other rows
+            continue
         return entry if same_output(output, logits.expand_as(output)) else None
     return None
 

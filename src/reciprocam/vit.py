@@ -60,11 +60,11 @@ def _own_layout(model: nn.Module, prefix: str) -> ViTLayout | None:
     if isinstance(model, torchvision.models.vision_transformer.VisionTransformer):
         return _stack_layout("torchvision", model, "encoder.layers", prefix)
     projection = _submodule(model, "patch_embed.proj")
-    # A patch embedding that keeps the patches as an NHWC map feeds 4-D blocks (SAM's ViT), unless
-    # the model flattens them itself for any input size: only the latter is a token ViT.
-    keeps_map = projection is not None and not getattr(model.patch_embed, "flatten", True)
-    tokens = not keeps_map or getattr(model, "dynamic_img_size", False) is True
-    if isinstance(projection, nn.Conv2d) and _submodule(model, "blocks") is not None and tokens:
+    if (
+        isinstance(projection, nn.Conv2d)
+        and _submodule(model, "blocks") is not None
+        and _embeds_tokens(model, projection)
+    ):
         return _stack_layout("timm", model, "blocks", prefix)
     projection = _submodule(model, "embeddings.patch_embeddings.projection")
     if isinstance(projection, nn.Conv2d):
@@ -72,6 +72,27 @@ def _own_layout(model: nn.Module, prefix: str) -> ViTLayout | None:
             if _submodule(model, stack) is not None:
                 return _stack_layout("transformers", model, stack, prefix)
     return None
+
+
+def _embeds_tokens(model: nn.Module, projection: nn.Conv2d) -> bool:
+    """Whether a timm patch embedding gives (B, L, D) tokens, not an NHWC map of patches that
+    feeds 4-D blocks (SAM's ViT, SAM2's Hiera), unless the model flattens them itself for any
+    input size. timm's PatchEmbed says so in `flatten`; another is run on a zero image (of
+    two patches a side: a convolution's result is all its shape says)."""
+    embedding = model.get_submodule("patch_embed")
+    flatten = getattr(embedding, "flatten", None)
+    if isinstance(flatten, bool):
+        return flatten or getattr(model, "dynamic_img_size", False) is True
+    if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in embedding.modules()):
+        return True  # running it in training mode would move its statistics
+    side = 2 * max(*projection.kernel_size, *projection.stride)
+    image = projection.weight.new_zeros(1, projection.in_channels, side, side)
+    try:
+        with torch.no_grad():
+            output = embedding(image)
+    except Exception:  # an embedding that needs its own input size: a plain token ViT's
+        return True
+    return isinstance(output, Tensor) and output.ndim == 3
 
 
 def _stack_layout(family: str, model: nn.Module, stack_name: str, prefix: str) -> ViTLayout | None:
