@@ -404,3 +404,17 @@ def test_a_head_that_reads_the_input_batch_size_exports_with_copies_of_the_input
     model = ReadsInputBatchSize().eval()
     path = export_onnx(model, tmp_path / "fixed.onnx", input_shape=(1, 3, 32, 32))
     assert_same(path, ReciproCAM(model), seeded((3, 3, 32, 32)), score_tolerance=1e-5)
+
+
+def test_a_one_logit_head_is_scored_through_its_sigmoid_in_inserted_and_exported_graphs(
+    tmp_path,
+):
+    model = trained_like(build("resnet18", num_classes=1), 64)
+    x = seeded((2, 3, 64, 64), seed=6)
+    inserted = insert_reciprocam(
+        plain_onnx(model, tmp_path / "plain.onnx", 64), tmp_path / "i.onnx"
+    )
+    exported = export_onnx(model, tmp_path / "e.onnx", input_shape=(1, 3, 64, 64))
+    for path in (inserted, exported):
+        got = assert_same(path, ReciproCAM(model), x)
+        assert float(got.class_maps.amax()) == 1.0  # not the constant map of a 1-class softmax

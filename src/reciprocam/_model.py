@@ -79,6 +79,16 @@ def _restore_attributes(module: nn.Module, attributes: dict[str, Any]) -> None:
             current[name] = value
 
 
+def structure_key(model: nn.Module) -> tuple[tuple[str, type, int, str], ...]:
+    """What the model is built of: each submodule's name, type, identity and settings.
+
+    A replaced or reconfigured submodule (a new pooling layer in the head) changes the key,
+    so what was found on the old structure (a layer, a shortcut) is found again; new weights
+    in the same modules do not.
+    """
+    return tuple((name, type(m), id(m), m.extra_repr()) for name, m in model.named_modules())
+
+
 @contextmanager
 def removing(*handles: RemovableHandle) -> Iterator[None]:
     """Remove the hooks when the block ends, also on errors."""
@@ -103,6 +113,15 @@ def class_scores(output: object) -> Tensor:
             " (a classifier's logits)"
         )
     return logits
+
+
+def class_probabilities(logits: Tensor) -> Tensor:
+    """(..., N) probabilities of (..., N) logits: the softmax over the classes, or, for a
+    one-logit binary head (N = 1), sigmoid(z) = softmax([0, z])[1], its class's probability
+    (a softmax over one class would be 1 whatever the image)."""
+    if logits.shape[-1] == 1:
+        return logits.sigmoid()
+    return logits.softmax(dim=-1)
 
 
 def model_scores(model: nn.Module, x: Tensor) -> Tensor:

@@ -20,7 +20,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._model import check_finite_logits, check_input, evaluation_mode, restoring_attributes
+from ._model import (
+    check_finite_logits,
+    check_input,
+    class_probabilities,
+    evaluation_mode,
+    restoring_attributes,
+    structure_key,
+)
 from .errors import ModelError, TargetError
 from .layers import LayerSpecs, TargetLayer
 
@@ -61,8 +68,9 @@ class Explanation:
 
     @property
     def probabilities(self) -> Tensor:
-        """(B, N) softmax of the logits."""
-        return self.logits.softmax(dim=1)
+        """(B, N) class probabilities: the softmax of the logits (a one-logit binary head's
+        sigmoid, see `class_probabilities`)."""
+        return class_probabilities(self.logits)
 
 
 @dataclass(frozen=True)
@@ -181,7 +189,7 @@ class Explainer(ABC):
         self.upsample = upsample
         self._layer_spec = target_layer
         self._layers: list[TargetLayer] | None = None
-        self._resolved: dict[tuple[nn.Module, tuple[int, ...]], list[TargetLayer]] = {}
+        self._resolved: dict[tuple[object, ...], list[TargetLayer]] = {}
 
     @property
     def target_layers(self) -> list[TargetLayer] | None:
@@ -227,10 +235,10 @@ class Explainer(ABC):
     def _layers_for(self, x: Tensor) -> list[TargetLayer]:
         """The target layers for x's model and input size, resolved once per size.
 
-        The layer and its grid follow the input: a fresh explainer and one that saw other
-        sizes before compute the same maps.
+        The layer and its grid follow the input and the model: a fresh explainer and one that
+        saw other sizes, or the model before a submodule was replaced, compute the same maps.
         """
-        key = (self.model, tuple(x.shape[1:]))
+        key = (self.model, tuple(x.shape[1:]), structure_key(self.model))
         layers = self._resolved.get(key)
         if layers is None:
             with torch.inference_mode(), restoring_attributes(self.model):

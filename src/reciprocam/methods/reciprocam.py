@@ -8,7 +8,8 @@ the masked copy F_k keeps the feature vector F[:, i, j] and zeroes the rest:
                                              centred at (i, j), clipped at the borders
 
 The K copies go through the rest of the network g in one batch and the class scores form the
-map: S[c, i, j] = softmax(g(F_k))[c] (or the logit g(F_k)[c]), min-max normalised per class.
+map: S[c, i, j] = softmax(g(F_k))[c] (or the logit g(F_k)[c]), min-max normalised per class;
+a one-logit binary head's softmax is its sigmoid (`class_probabilities`).
 
 F is the layer's output read through its layout (`reciprocam.layout`): channels-last maps and
 token grids (Swin, LeViT, PVT, CaiT's patch blocks, ...) are masked the same way, and a token
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._model import probe_noise, same_output
+from .._model import class_probabilities, probe_noise, same_output
 from ..errors import OptionError
 from ..explainer import ClassScoreExplainer
 from ..layers import LayerSpecs, TargetLayer, resolve_layer, run_tapped, single_layer
@@ -289,7 +290,7 @@ def check_options(*, score: str, batch_size: BatchSize) -> None:
 def score_maps(masked_logits: Tensor, score: Score, batch: int, size: tuple[int, ...]) -> Tensor:
     """(B, N, h, w) class scores from the (B*K, N) logits of image-major masked copies."""
     logits = masked_logits.to(torch.promote_types(masked_logits.dtype, torch.float32))
-    scores = logits.softmax(dim=1) if score == "softmax" else logits
+    scores = class_probabilities(logits) if score == "softmax" else logits
     by_position = scores.view(batch, math.prod(size), -1).transpose(1, 2)
     return by_position.reshape(batch, -1, *size)
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .._model import class_scores
+from .._model import class_probabilities, class_scores
 from ..errors import OptionError
 from ..explainer import Evidence, Explainer, choose_targets
 from ..layers import LayerSpecs
@@ -112,7 +112,9 @@ class RISE(Explainer):
                 stop = min(start + self.batch_size, self.masks)
                 masks = draws.masks(start, stop, size).to(x)
                 for image in range(x.shape[0]):
-                    probabilities = class_scores(self.model(x[image] * masks[:, None])).softmax(1)
+                    probabilities = class_probabilities(
+                        class_scores(self.model(x[image] * masks[:, None]))
+                    )
                     weights = probabilities[:, targets[image]]
                     saliency[image] += torch.einsum("n,nhw->hw", weights, masks)
             saliency /= self.masks * self.probability

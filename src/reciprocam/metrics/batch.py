@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._model import check_input, class_scores, evaluation_mode
+from .._model import check_input, class_probabilities, class_scores, evaluation_mode
 from ..errors import InputError
 from ..explainer import Explainer, check_target_range, parse_targets
 from ..options import positive
@@ -72,7 +72,7 @@ class Batch:
         return self._cache[key]
 
     def probabilities(self, model: nn.Module, batch_size: int) -> Tensor:
-        """(B, N) softmax of the model on the unmodified images."""
+        """(B, N) class probabilities of the model on the unmodified images."""
         return self.cached(
             ("probabilities", id(model)), lambda: probabilities(model, self.images, batch_size)
         )
@@ -116,14 +116,15 @@ class Batch:
 
 
 def probabilities(model: nn.Module, images: Tensor, batch_size: int) -> Tensor:
-    """(B, N) softmax of the model's logits, `batch_size` images per forward, in eval mode."""
+    """(B, N) class probabilities (`class_probabilities`), `batch_size` images per forward,
+    in eval mode."""
     positive("batch_size", batch_size)
     check_input(images, model)
     with evaluation_mode(model), torch.inference_mode():
         chunks = [class_scores(model(part)) for part in torch.split(images, batch_size)]
     logits = torch.cat(chunks)
     # float16/bfloat16 logits are promoted: probabilities near 1 need float32's resolution.
-    return logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(dim=1)
+    return class_probabilities(logits.to(torch.promote_types(logits.dtype, torch.float32)))
 
 
 def _check_maps(maps: object, batch: int, size: tuple[int, ...]) -> Tensor:

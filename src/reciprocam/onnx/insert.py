@@ -319,7 +319,9 @@ def insert_reciprocam(
         copies.append(node)
 
     scores = renamed[logits]
-    if score == "softmax":
+    if score == "softmax" and classes == 1:  # a one-logit binary head's softmax: its sigmoid
+        scores = builder.node("Sigmoid", [scores])
+    elif score == "softmax":
         scores = builder.node("Softmax", [scores], axis=-1)
     by_position = builder.node(
         "Reshape", [scores, builder.shape("by_position", [-1, positions, classes])]

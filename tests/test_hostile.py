@@ -1,0 +1,78 @@
+"""What a hostile new user tries (`../shared/reference/hostile-probe.md`), as classes of fault.
+
+Each test names the probe's findings it generalises: a wrong result must not look like a
+result, and a user's mistake must give one line that says what to do.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from helpers import build, seeded
+from oracle import explicit_scores, resnet_backbone
+from torch import nn
+
+import reciprocam
+from reciprocam import ReciproCAM
+from reciprocam._model import class_probabilities
+from reciprocam.metrics import AverageDrop
+
+
+@pytest.fixture(scope="module")
+def binary() -> nn.Module:
+    """A one-logit binary classifier, (B, 1) logits."""
+    return build("resnet18", num_classes=1)
+
+
+def test_a_one_logit_head_is_explained_through_its_sigmoid(binary):
+    """W2: a softmax over one class is 1 for every copy, an all-zero map."""
+    x = seeded((2, 3, 96, 96), seed=3)
+    explanation = ReciproCAM(binary).explain(x)
+    logits = explicit_scores(
+        resnet_backbone(binary, x), lambda f: binary.fc(f.mean(dim=(2, 3))), score="logit"
+    )
+    torch.testing.assert_close(explanation.scores, logits.sigmoid(), rtol=0, atol=1e-6)
+    assert float(explanation.maps.amax()) == pytest.approx(1.0)
+    with torch.no_grad():
+        assert torch.equal(explanation.probabilities, binary(x).sigmoid())
+    # softmax([0, z])[1] = sigmoid(z): the two-class softmax the one logit stands for.
+    z = torch.tensor([[-2.0], [0.5]])
+    two_class = torch.cat([torch.zeros_like(z), z], dim=1).softmax(dim=1)[:, 1:]
+    torch.testing.assert_close(class_probabilities(z), two_class)
+    # The metrics read the same probability (a softmax would make every drop 0).
+    drops = AverageDrop(binary).update(x, explanation.maps, explanation.targets)
+    with torch.no_grad():
+        y, o = binary(x)[:, 0].sigmoid(), binary(x * explanation.maps[:, None])[:, 0].sigmoid()
+    torch.testing.assert_close(drops.float(), (y - o).clamp_min(0) / y)
+    assert float(drops.amax()) > 0
+
+
+def test_a_replaced_head_is_checked_again_for_the_shortcut(resnet18):
+    """W10: the GAP shortcut found on the first call is not kept for another head."""
+    model = build("resnet18")
+    x = seeded((2, 3, 64, 64), seed=4)
+    cam = ReciproCAM(model)
+    cam(x)
+    assert cam.uses_gap_shortcut
+    model.avgpool = nn.AdaptiveMaxPool2d(1)
+    kept = cam.explain(x).scores
+    assert not cam.uses_gap_shortcut
+    torch.testing.assert_close(kept, ReciproCAM(model).explain(x).scores, rtol=0, atol=0)
+    # A setting of a kept module counts too (a 2x2 pool is no global average).
+    model.avgpool = nn.AdaptiveAvgPool2d(1)
+    cam(x)
+    model.avgpool.output_size = 2
+    model.fc = nn.Linear(2048, 1000)
+    torch.testing.assert_close(
+        cam.explain(x).scores, ReciproCAM(model).explain(x).scores, rtol=0, atol=0
+    )
+
+
+def test_a_reassigned_model_is_explained_as_itself(resnet18):
+    """C10: `explainer.model = other` explains the other model."""
+    cam = reciprocam.explainer("reciprocam", resnet18)
+    x = seeded((1, 3, 64, 64), seed=5)
+    cam(x)
+    other = build("resnet50")
+    cam.model = other
+    torch.testing.assert_close(cam.explain(x).scores, ReciproCAM(other).explain(x).scores)
