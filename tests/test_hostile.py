@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import build, seeded
+from helpers import build, error_message, seeded
 from oracle import explicit_scores, resnet_backbone
 from torch import nn
 
 import reciprocam
-from reciprocam import ReciproCAM
+from reciprocam import InputError, LayerError, ModelError, ReciproCAM
 from reciprocam._model import class_probabilities
 from reciprocam.metrics import AverageDrop
 
@@ -76,3 +76,76 @@ def test_a_reassigned_model_is_explained_as_itself(resnet18):
     other = build("resnet50")
     cam.model = other
     torch.testing.assert_close(cam.explain(x).scores, ReciproCAM(other).explain(x).scores)
+
+
+CNN_METHODS = [name for name in reciprocam.methods() if name != "vit-reciprocam"]
+
+
+def _small_options(name: str) -> dict[str, object]:
+    """Options that keep the slow methods quick; the same for both runs compared."""
+    return {"rise": {"masks": 64, "seed": 0}, "smooth-gradcam++": {"seed": 0}}.get(name, {})
+
+
+@pytest.mark.parametrize("name", CNN_METHODS)
+def test_every_method_gives_the_same_maps_under_the_callers_no_grad_modes(resnet18, name):
+    """C5: gradient methods inside `torch.inference_mode()` (a serving pattern) and no_grad."""
+    x = seeded((1, 3, 64, 64), seed=6)
+    want = reciprocam.explainer(name, resnet18, **_small_options(name)).explain(x).maps
+    for mode in (torch.inference_mode, torch.no_grad):
+        with mode():
+            got = reciprocam.explainer(name, resnet18, **_small_options(name)).explain(x).maps
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    assert all(p.grad is None for p in resnet18.parameters())
+
+
+@pytest.mark.parametrize("name", ["gradcam", "fullgrad", "guided-backprop", "reciprocam"])
+def test_a_compiled_model_is_explained_as_its_eager_self(name):
+    """C6, U4: torch.compile(m) and m.compile(); hooks see every layer, names get a hint."""
+    model = build("resnet18")
+    x = seeded((1, 3, 64, 64), seed=7)
+    want = reciprocam.explainer(name, model).explain(x).maps
+    for compiled in (torch.compile(model), build("resnet18")):
+        if (
+            isinstance(compiled, nn.Module)
+            and compiled is not model
+            and not hasattr(compiled, "_orig_mod")
+        ):
+            compiled.compile()
+        torch.testing.assert_close(reciprocam.explainer(name, compiled)(x), want)
+    message = error_message(LayerError, ReciproCAM(torch.compile(model), "layer4"), x)
+    assert message.endswith("did you mean '_orig_mod.layer4'?")
+
+
+@pytest.mark.parametrize("convert", ["script", "trace"])
+def test_torchscript_is_refused_with_what_to_do(resnet18, convert):
+    """C7, U2: hooks do not run in TorchScript; the message says so for every method."""
+    x = seeded((1, 3, 64, 64), seed=8)
+    scripted = torch.jit.script(resnet18) if convert == "script" else torch.jit.trace(resnet18, x)
+    for name in ("reciprocam", "gradcam"):
+        message = error_message(ModelError, reciprocam.explainer, name, scripted)
+        assert "TorchScript" in message
+        assert "explain the original nn.Module" in message
+    cam = ReciproCAM(resnet18)
+    with pytest.raises(ModelError, match="TorchScript"):
+        cam.model = scripted
+
+
+class TwoHeads(nn.Module):
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.body(x)
+        return logits, logits.sigmoid()
+
+
+def test_models_the_method_cannot_read_get_a_line_that_says_what_to_do(resnet18):
+    """C8, U8: a wrong channel count and a two-head model."""
+    grey = seeded((2, 1, 64, 64), seed=9)
+    for name in ("reciprocam", "gradcam", "rise"):
+        message = error_message(InputError, reciprocam.explainer(name, resnet18), grey)
+        assert "input of shape (1, 1, 64, 64)" in message
+        assert "expected input[1, 1, 64, 64] to have 3 channels" in message
+    message = error_message(ModelError, ReciproCAM(TwoHeads(resnet18)), seeded((1, 3, 64, 64)))
+    assert message.endswith("forward returns the one output to explain")

@@ -90,6 +90,35 @@ def structure_key(model: nn.Module) -> tuple[tuple[str, type, int, str], ...]:
 
 
 @contextmanager
+def autograd_on() -> Iterator[None]:
+    """Autograd on, even inside the caller's `torch.no_grad()` or `torch.inference_mode()`
+    (inputs made there are copied by `differentiable`)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+@contextmanager
+def eager() -> Iterator[None]:
+    """Run a `torch.compile`d model (or one with compiled submodules) eagerly, so that hooks on
+    its submodules see every call; the compiled code is kept for the caller."""
+    with torch.compiler.set_stance("force_eager"):
+        yield
+
+
+def check_hookable(model: object) -> nn.Module:
+    """`model` if forward hooks on its submodules run, else ModelError (TorchScript)."""
+    if not isinstance(model, nn.Module):
+        raise ModelError(f"model must be a torch.nn.Module, not {type(model).__name__}")
+    if isinstance(model, torch.jit.ScriptModule):
+        raise ModelError(
+            "a TorchScript model (torch.jit.script or torch.jit.trace) runs no hooks on its"
+            " layers: explain the original nn.Module, or export it to ONNX and add the maps"
+            " with `reciprocam insert`"
+        )
+    return model
+
+
+@contextmanager
 def removing(*handles: RemovableHandle) -> Iterator[None]:
     """Remove the hooks when the block ends, also on errors."""
     try:
@@ -108,9 +137,14 @@ def class_scores(output: object) -> Tensor:
         logits = output.logits  # type: ignore[attr-defined]
     if not isinstance(logits, Tensor) or logits.ndim != 2:
         found = tuple(logits.shape) if isinstance(logits, Tensor) else type(output).__name__
+        hint = (
+            ": wrap the model so that its forward returns the one output to explain"
+            if isinstance(output, (tuple, list))
+            else " (a classifier's logits)"
+        )
         raise ModelError(
-            f"the model returned {found}; explaining needs class scores of shape (batch, classes)"
-            " (a classifier's logits)"
+            f"the model returned {found}; explaining needs class scores of shape"
+            f" (batch, classes){hint}"
         )
     return logits
 

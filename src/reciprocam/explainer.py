@@ -22,9 +22,12 @@ from torch import Tensor, nn
 
 from ._model import (
     check_finite_logits,
+    check_hookable,
     check_input,
     class_probabilities,
+    eager,
     evaluation_mode,
+    model_scores,
     restoring_attributes,
     structure_key,
 )
@@ -183,13 +186,20 @@ class Explainer(ABC):
     def __init__(
         self, model: nn.Module, target_layer: LayerSpecs = None, *, upsample: bool = True
     ) -> None:
-        if not isinstance(model, nn.Module):
-            raise ModelError(f"model must be a torch.nn.Module, not {type(model).__name__}")
         self.model = model
         self.upsample = upsample
         self._layer_spec = target_layer
         self._layers: list[TargetLayer] | None = None
         self._resolved: dict[tuple[object, ...], list[TargetLayer]] = {}
+
+    @property
+    def model(self) -> nn.Module:
+        """The explained model; it may be replaced (layers are then found again)."""
+        return self._model
+
+    @model.setter
+    def model(self, model: nn.Module) -> None:
+        self._model = check_hookable(model)
 
     @property
     def target_layers(self) -> list[TargetLayer] | None:
@@ -210,7 +220,7 @@ class Explainer(ABC):
         """Explain a (B, C, H, W) batch: maps, targets, logits, and what else the method gives."""
         x = check_input(x, self.model)
         requested = parse_targets(targets, x.shape[0])
-        with evaluation_mode(self.model):
+        with evaluation_mode(self.model), eager():
             self._layers = self._layers_for(x)
             evidence = self._explain(x, requested)
         check_finite(evidence, type(self).__name__, x)
@@ -249,7 +259,9 @@ class Explainer(ABC):
         return layers
 
     def _resolve(self, image: Tensor) -> list[TargetLayer]:
-        """The target layers, found and checked on one image (none by default)."""
+        """The target layers, found and checked on one image. By default none: the model is
+        run once on the image, so that an input it refuses is an InputError (`model_scores`)."""
+        model_scores(self.model, image)
         return []
 
     @abstractmethod

@@ -277,7 +277,10 @@ def _lookup(model: nn.Module, spec: nn.Module | str) -> tuple[str, nn.Module]:
     if isinstance(spec, str):
         if spec and spec in modules:
             return spec, modules[spec]
-        close = difflib.get_close_matches(spec, [name for name in modules if name], n=3)
+        names = [name for name in modules if name]
+        # The same layer inside a wrapper (DataParallel's module., torch.compile's _orig_mod.)
+        wrapped = [name for name in names if name.endswith(f".{spec}")]
+        close = (wrapped or difflib.get_close_matches(spec, names, n=3))[:3]
         hint = (
             f"; did you mean {', '.join(repr(name) for name in close)}?"
             if close

@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from ._model import check_hookable
 from .errors import OptionError
 from .explainer import Explainer
 from .layers import LayerSpecs
@@ -83,7 +84,7 @@ def canonical_name(name: str) -> str:
 def method_for(name: str, model: nn.Module) -> str:
     """The registered method `name` means for `model` ("reciprocam" on a transformer: ViT's)."""
     key = canonical_name(name)
-    if key == "reciprocam" and find_layout(model) is not None:
+    if key == "reciprocam" and find_layout(check_hookable(model)) is not None:
         return "vit-reciprocam"
     return key
 

@@ -18,7 +18,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from .._model import class_scores, differentiable
+from .._model import autograd_on, class_scores, differentiable
 from ..explainer import (
     Evidence,
     Explainer,
@@ -96,9 +96,10 @@ class FeatureMapExplainer(Explainer):
                 outputs.append(torch.empty(0))
                 taps.enter_context(LayerTap(layer, recorder(index)))
             if gradients:
-                with torch.enable_grad():
+                with autograd_on():
                     logits = class_scores(self.model(differentiable(x)))
-                    targets = choose_targets(logits, requested)
+                    # A copy: targets made in inference mode cannot index a graph.
+                    targets = choose_targets(logits, requested).clone()
                     score = logits.gather(1, targets[:, None]).sum()
                     grads = torch.autograd.grad(score, outputs)
             else:

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._model import class_scores, differentiable, removing
+from .._model import autograd_on, class_scores, differentiable, removing
 from ..errors import ModelError, OptionError
 from ..explainer import Evidence, Explainer, choose_targets
 from ..layers import LayerSpecs, TargetLayer
@@ -60,6 +60,7 @@ class FullGrad(Explainer):
         super().__init__(model, None, upsample=upsample)
 
     def _resolve(self, image: Tensor) -> list[TargetLayer]:
+        super()._resolve(image)
         layers = [TargetLayer(n, m) for n, m in self.model.named_modules() if _has_bias(m)]
         if not layers:
             raise ModelError("FullGrad needs convolutions with biases or batch norms; found none")
@@ -73,7 +74,7 @@ class FullGrad(Explainer):
             return output.clone()  # later in-place operations must not reach the recorded output
 
         hooks = [layer.module.register_forward_hook(record) for layer in self.target_layers or []]
-        with removing(*hooks), torch.enable_grad():
+        with removing(*hooks), autograd_on():
             inputs = differentiable(x)
             logits = class_scores(self.model(inputs))
             targets = choose_targets(logits, requested)

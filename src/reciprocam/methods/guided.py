@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._model import class_scores, differentiable, removing
+from .._model import autograd_on, class_scores, differentiable, removing
 from ..errors import OptionError
 from ..explainer import Evidence, Explainer, choose_targets
 from ..layers import LayerSpecs
@@ -49,7 +49,7 @@ def guided_gradients(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The guided input gradients (B, C, H, W) of the targets, the logits and the targets."""
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
-    with removing(*(m.register_forward_hook(_guide) for m in relus)), torch.enable_grad():
+    with removing(*(m.register_forward_hook(_guide) for m in relus)), autograd_on():
         inputs = differentiable(x)
         logits = class_scores(model(inputs))
         targets = choose_targets(logits, requested)
