@@ -6,15 +6,23 @@ result, and a user's mistake must give one line that says what to do.
 
 from __future__ import annotations
 
+import os
+import shutil
+import stat
+
+import numpy as np
 import pytest
 import torch
 from helpers import build, error_message, seeded
 from oracle import explicit_scores, resnet_backbone
+from PIL import Image
 from torch import nn
 
 import reciprocam
-from reciprocam import InputError, LayerError, ModelError, ReciproCAM
+from reciprocam import InputError, LayerError, ModelError, ReciproCAM, export_onnx
 from reciprocam._model import class_probabilities
+from reciprocam.cli import main
+from reciprocam.images import find_images, load_image
 from reciprocam.metrics import AverageDrop
 
 
@@ -149,3 +157,94 @@ def test_models_the_method_cannot_read_get_a_line_that_says_what_to_do(resnet18)
         assert "expected input[1, 1, 64, 64] to have 3 channels" in message
     message = error_message(ModelError, ReciproCAM(TwoHeads(resnet18)), seeded((1, 3, 64, 64)))
     assert message.endswith("forward returns the one output to explain")
+
+
+@pytest.fixture(scope="module")
+def hostile_photos(tmp_path_factory):
+    """Photos a real folder holds: a normal one, a 1-pixel line, a thin strip, a 1x1 dot, a
+    32-bit TIFF above 16 bits, and a resnet18 checkpoint."""
+    folder = tmp_path_factory.mktemp("hostile")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(folder / "cat.jpg")
+    Image.fromarray(rng.integers(0, 255, (1, 3000, 3), dtype=np.uint8)).save(folder / "line.png")
+    Image.fromarray(rng.integers(0, 255, (10, 600, 3), dtype=np.uint8)).save(folder / "strip.png")
+    Image.fromarray(np.full((1, 1, 3), 128, dtype=np.uint8)).save(folder / "dot.png")
+    grey = rng.integers(0, 255, (64, 64)).astype(np.int32)
+    Image.fromarray(grey * 1000, mode="I").save(folder / "deep.tiff")
+    Image.fromarray(grey.astype(np.uint8), mode="L").save(folder / "shallow.png")
+    torch.save(build("resnet18", num_classes=10).state_dict(), folder / "model.pt")
+    return folder
+
+
+def cli(capsys, *arguments):
+    code = main([str(a) for a in arguments])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _model(folder):
+    return ["--model", "resnet18", "--checkpoint", folder / "model.pt", "--no-progress"]
+
+
+def test_explain_skips_what_it_cannot_read_and_writes_the_others(hostile_photos, tmp_path, capsys):
+    """C1, C2, U1: a 1-pixel line, a missing path; the dot and the strip are explained."""
+    folder = hostile_photos
+    code, out, err = cli(
+        capsys, "explain", folder / "cat.jpg", folder / "line.png", tmp_path / "nothere.jpg",
+        folder / "strip.png", folder / "dot.png", "--output", tmp_path / "out", *_model(folder),
+    )  # fmt: skip
+    assert code == 1
+    assert "Traceback" not in err
+    assert "line.png: 3000x1 pixels is thinner than the limit of 100:1" in err
+    assert "nothere.jpg: no such file" in err
+    assert "explained 3 of 5 images" in out
+    written = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
+    assert written == ["cat_reciprocam.png", "dot_reciprocam.png", "strip_reciprocam.png"]
+    assert np.load(tmp_path / "out" / "strip_reciprocam.npy").shape == (224, 224)
+
+
+def test_a_32_bit_image_is_scaled_not_saturated(hostile_photos):
+    """W13: grey x 1000 in a 32-bit TIFF reads as the same grey."""
+    deep = np.asarray(load_image(hostile_photos / "deep.tiff"))
+    shallow = np.asarray(load_image(hostile_photos / "shallow.png"))
+    assert np.abs(deep.astype(int) - shallow.astype(int)).max() <= 1
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o007])
+def test_every_file_written_has_the_umask_s_mode(hostile_photos, tmp_path, capsys, umask):
+    """W12: overlays, maps, reports and exports, not 0600; an existing file keeps its mode."""
+    previous = os.umask(umask)
+    try:
+        output = tmp_path / "out"
+        code, _, err = cli(
+            capsys, "explain", hostile_photos / "cat.jpg", "--output", output,
+            *_model(hostile_photos),
+        )  # fmt: skip
+        assert code == 0, err
+        (output / "cat_reciprocam.npy").chmod(0o600)
+        code, _, err = cli(
+            capsys, "explain", hostile_photos / "cat.jpg", "--output", output,
+            *_model(hostile_photos),
+        )  # fmt: skip
+        assert code == 0, err
+        export = export_onnx(build("resnet18"), tmp_path / "m.onnx", input_shape=(1, 3, 64, 64))
+    finally:
+        os.umask(previous)
+    expected = 0o666 & ~umask
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [*output.iterdir(), export]}
+    assert modes.pop("cat_reciprocam.npy") == 0o600
+    assert modes == dict.fromkeys(modes, expected)
+    assert "cat_reciprocam.png" in modes
+
+
+def test_outputs_inside_the_input_folder_are_never_read_back(hostile_photos, tmp_path, capsys):
+    """W7: a second run over the folder, into the folder or a subfolder, reads only the photos."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    shutil.copy(hostile_photos / "cat.jpg", photos)
+    for output in (photos / "out", photos, photos / "out" / "again"):
+        code, out, err = cli(capsys, "explain", photos, "--output", output, *_model(hostile_photos))
+        assert code == 0, err
+        assert "explained 1 of 1 images" in out
+    assert (photos / "cat_reciprocam.png").exists()
+    assert find_images([photos]) == [photos / "cat.jpg"]

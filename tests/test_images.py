@@ -107,9 +107,10 @@ def test_find_images_keeps_named_files_whatever_their_suffix_in_the_given_order(
     ]
 
 
-def test_find_images_missing_path(tmp_path):
-    message = image_error(find_images, [tmp_path / "nowhere.jpg"])
-    assert message == f"{tmp_path / 'nowhere.jpg'}: no such file or folder"
+def test_a_missing_path_is_kept_for_its_reading_to_report(tmp_path):
+    missing = tmp_path / "nowhere.jpg"
+    assert find_images([missing]) == [missing]
+    assert image_error(load_image, missing) == f"{missing}: no such file"
 
 
 def test_find_images_folder_without_images(tmp_path):

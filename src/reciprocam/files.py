@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import OutputError
+from .images import IMAGE_SUFFIXES, WRITTEN
 
 
 def make_folder(folder: Path) -> Path:
@@ -23,7 +24,13 @@ def make_folder(folder: Path) -> Path:
 
 
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write` on a temporary file beside `path`, then rename it over `path`."""
+    """Call `write` on a temporary file beside `path`, then rename it over `path`.
+
+    The file gets the mode a plain `open(path, "w")` would give: an existing file's own, else
+    0666 less the umask (a temporary file alone would be 0600, unreadable to a group or a
+    web server). An image is listed in its folder's `WRITTEN` file first, so that a later run
+    over the folder never reads it as data.
+    """
     make_folder(path.parent)
     try:
         handle, temporary = tempfile.mkstemp(
@@ -34,6 +41,9 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     os.close(handle)
     try:
         write(Path(temporary))
+        os.chmod(temporary, _mode_for(path))
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            _list_as_written(path)
         os.replace(temporary, path)
     except OSError as error:
         Path(temporary).unlink(missing_ok=True)
@@ -41,3 +51,23 @@ def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:  # a new file
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def _list_as_written(path: Path) -> None:
+    listing = path.parent / WRITTEN
+    try:
+        names = listing.read_text(encoding="utf-8").splitlines() if listing.exists() else []
+    except (OSError, UnicodeDecodeError):
+        names = []
+    if path.name not in names:
+        with listing.open("a", encoding="utf-8") as handle:
+            handle.write(f"{path.name}\n")

@@ -16,27 +16,49 @@ IMAGE_SUFFIXES = frozenset(
 )
 MAX_PIXELS = 89_478_485
 """Pillow's own decompression-bomb limit (about 89 megapixels); larger images are refused."""
+MAX_ASPECT_RATIO = 100
+"""Longest side / shortest side: a thinner image is refused, since resizing its short side to
+the model's input would take more memory than its pixels say (a 40000x1 line: 10M x 256)."""
+WRITTEN = ".reciprocam-written"
+"""In a folder reciprocam wrote images into: their names, one a line, so that no later run
+reads its own results back as data."""
 
 
 def find_images(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand files and folders (searched recursively for image suffixes) into a list of files."""
+    """Expand files and folders (searched recursively for image suffixes) into a list of files.
+
+    A folder's images that reciprocam wrote (listed in its `WRITTEN` file) are left out. A
+    path that does not exist stays in the list, so that reading it reports it and the others
+    are still explained.
+    """
     found: list[Path] = []
     for entry in map(Path, paths):
         if entry.is_dir():
-            images = sorted(
-                p for p in entry.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-            )
+            images = folder_images(entry)
             if not images:
                 suffixes = ", ".join(sorted(IMAGE_SUFFIXES))
                 raise ImageError(f"{entry}: the folder holds no images ({suffixes})")
             found.extend(images)
-        elif entry.exists():
-            found.append(entry)
         else:
-            raise ImageError(f"{entry}: no such file or folder")
+            found.append(entry)
     if not found:
         raise ImageError("no images given")
     return found
+
+
+def folder_images(folder: Path, *, recursive: bool = True) -> list[Path]:
+    """The image files in `folder` (and below it), sorted, less those reciprocam wrote."""
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    images = [p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+    written: dict[Path, set[str]] = {}
+    for parent in {p.parent for p in images}:
+        listing = parent / WRITTEN
+        written[parent] = (
+            set(listing.read_text(encoding="utf-8", errors="replace").splitlines())
+            if listing.is_file()
+            else set()
+        )
+    return sorted(p for p in images if p.name not in written[p.parent])
 
 
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -56,6 +78,12 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
                     raise ImageError(
                         f"{path}: {width}x{height} pixels is over the limit of {max_pixels:,}"
                         " (a guard against decompression bombs); downscale the image first"
+                    )
+                if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+                    raise ImageError(
+                        f"{path}: {width}x{height} pixels is thinner than the limit of"
+                        f" {MAX_ASPECT_RATIO}:1 (resizing it for the model would take far more"
+                        " memory than its pixels); crop the image first"
                     )
                 image.load()
                 return _to_rgb(ImageOps.exif_transpose(image))
@@ -96,7 +124,9 @@ def _to_8bit(values: np.ndarray) -> np.ndarray:
     """16-bit (or 32-bit integer / float) grayscale to 8 bits, keeping the full range visible.
 
     16-bit values are always divided by 257 (65535 -> 255), even in a dark image; 32-bit
-    integers only when above 255, and floats in [0, 1] are multiplied by 255.
+    integers and floats only when above 255 (as 16-bit values while they fit, else scaled so
+    that the largest is 255, rather than saturating), and floats in [0, 1] are multiplied by
+    255.
     """
     floating = values.dtype.kind == "f"
     sixteen_bit = values.dtype.kind == "u" and values.dtype.itemsize == 2
@@ -104,6 +134,8 @@ def _to_8bit(values: np.ndarray) -> np.ndarray:
     peak = values.max(initial=0.0)
     if floating and peak <= 1.0:
         values = values * 255.0
+    elif peak > 65535.0:
+        values = values * (255.0 / peak)
     elif sixteen_bit or peak > 255.0:
         values = values / 257.0
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)

@@ -53,9 +53,9 @@ class Panel:
 
 
 def crop_to_box(image: Image.Image, box: Box) -> Image.Image:
-    """The region of `image` that a preprocessed input shows."""
+    """The region of `image` that a preprocessed input shows (at least one pixel a side)."""
     left, top, right, bottom = (round(v) for v in box)
-    return image.crop((left, top, right, bottom))
+    return image.crop((left, top, max(right, left + 1), max(bottom, top + 1)))
 
 
 def save_grid(panels: Sequence[Panel], path: Path, *, columns: int = 2, heading: str = "") -> None:

@@ -29,7 +29,7 @@ from torch import Tensor
 from torchvision.transforms import InterpolationMode
 
 from ..errors import ImageError, InputError, TargetError
-from ..images import IMAGE_SUFFIXES, load_image
+from ..images import IMAGE_SUFFIXES, WRITTEN, folder_images, load_image
 from ..photos import class_index
 from ..zoo import Preprocessing
 
@@ -63,13 +63,13 @@ def read_dataset(source: Path, categories: Sequence[str]) -> list[Sample]:
     return sorted(samples, key=lambda sample: sample.key)
 
 
-def _is_image(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
-
-
 def _read_folder(root: Path, categories: Sequence[str]) -> list[Sample]:
-    samples = [Sample(p.name, p) for p in sorted(root.iterdir()) if _is_image(p)]
-    classes = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    samples = [Sample(p.name, p) for p in folder_images(root, recursive=False)]
+    classes = sorted(
+        p
+        for p in root.iterdir()
+        if p.is_dir() and not p.name.startswith(".") and not _only_written(p)
+    )
     lowered = [name.lower() for name in categories]
     for position, folder in enumerate(classes):
         if folder.name.isdigit():
@@ -79,11 +79,14 @@ def _read_folder(root: Path, categories: Sequence[str]) -> list[Sample]:
         else:
             label = position
         samples.extend(
-            Sample(path.relative_to(root).as_posix(), path, label)
-            for path in sorted(folder.rglob("*"))
-            if _is_image(path)
+            Sample(path.relative_to(root).as_posix(), path, label) for path in folder_images(folder)
         )
     return samples
+
+
+def _only_written(folder: Path) -> bool:
+    """Whether `folder` is a reciprocam output folder holding no images of the user's."""
+    return (folder / WRITTEN).is_file() and not folder_images(folder)
 
 
 def _read_list(listing: Path, categories: Sequence[str]) -> list[Sample]:
