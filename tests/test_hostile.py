@@ -11,6 +11,7 @@ import shutil
 import stat
 
 import numpy as np
+import onnx
 import pytest
 import torch
 from helpers import build, error_message, seeded
@@ -19,11 +20,12 @@ from PIL import Image
 from torch import nn
 
 import reciprocam
-from reciprocam import InputError, LayerError, ModelError, ReciproCAM, export_onnx
+from reciprocam import InputError, LayerError, ModelError, OptionError, ReciproCAM, export_onnx
 from reciprocam._model import class_probabilities
 from reciprocam.cli import main
 from reciprocam.images import find_images, load_image
 from reciprocam.metrics import AverageDrop
+from reciprocam.onnx import OnnxExplainer
 
 
 @pytest.fixture(scope="module")
@@ -248,3 +250,51 @@ def test_outputs_inside_the_input_folder_are_never_read_back(hostile_photos, tmp
         assert "explained 1 of 1 images" in out
     assert (photos / "cat_reciprocam.png").exists()
     assert find_images([photos]) == [photos / "cat.jpg"]
+
+
+@pytest.fixture(scope="module")
+def exported_resnet(tmp_path_factory):
+    model = build("resnet18", num_classes=10)
+    path = export_onnx(
+        model, tmp_path_factory.mktemp("onnx") / "r18.onnx", input_shape=(1, 3, 64, 64)
+    )
+    return model, OnnxExplainer(path)
+
+
+BAD_INPUTS = {
+    "nan": lambda: torch.full((1, 3, 64, 64), float("nan")),
+    "inf": lambda: torch.full((1, 3, 64, 64), float("inf")),
+    "empty batch": lambda: torch.zeros(0, 3, 64, 64),
+    "integer": lambda: torch.zeros(1, 3, 64, 64, dtype=torch.long),
+    "no batch axis": lambda: torch.zeros(3, 64, 64),
+    "five axes": lambda: torch.zeros(1, 1, 3, 64, 64),
+    "one channel": lambda: torch.zeros(1, 1, 64, 64),
+    "a list": lambda: [[0.0]],
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_the_onnx_and_pytorch_explainers_refuse_the_same_inputs(exported_resnet, case):
+    """W11: NaN maps from ONNX where PyTorch refused; an empty batch 'explained'."""
+    model, onnx_explainer = exported_resnet
+    x = BAD_INPUTS[case]()
+    error_message(InputError, ReciproCAM(model).explain, x)
+    error_message(InputError, onnx_explainer.explain, x)
+
+
+def test_export_refuses_an_opset_it_cannot_write(tmp_path, capsys):
+    """W8: --opset 5 wrote opset 18 and reported success."""
+    for opset in (5, 17, 10_000):
+        message = error_message(
+            OptionError, export_onnx, build("resnet18"), tmp_path / "m.onnx", opset=opset
+        )
+        assert message.startswith("opset must be from 18")
+    assert not (tmp_path / "m.onnx").exists()
+    code, _, err = cli(capsys, "export", "--model", "resnet18", "--output", tmp_path / "c.onnx",
+                       "--opset", "5")  # fmt: skip
+    assert code != 0
+    assert "Traceback" not in err
+    assert "opset must be from 18" in err.strip().splitlines()[-1]
+    path = export_onnx(build("resnet18"), tmp_path / "m21.onnx", opset=21,
+                       input_shape=(1, 3, 64, 64))  # fmt: skip
+    assert [o.version for o in onnx.load(str(path)).opset_import if o.domain == ""] == [21]

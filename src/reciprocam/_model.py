@@ -186,8 +186,9 @@ def check_finite_logits(logits: Tensor, x: Tensor) -> Tensor:
     return logits
 
 
-def check_input(x: object, model: nn.Module) -> Tensor:
-    """Return `x` if it is a finite (B, C, H, W) float tensor on the model's device and dtype."""
+def check_input(x: object, model: nn.Module | None) -> Tensor:
+    """Return `x` if it is a finite (B, C, H, W) float tensor on the model's device and dtype
+    (any device and float dtype without a model: an ONNX graph's input)."""
     if not isinstance(x, Tensor):
         raise InputError(
             "the input must be a torch.Tensor of shape (batch, 3, height, width),"
@@ -206,8 +207,8 @@ def check_input(x: object, model: nn.Module) -> Tensor:
             f"the input has dtype {x.dtype}; convert it to float and normalise it as the model"
             " expects"
         )
-    reference: Tensor | None = next(model.parameters(), None)
-    if reference is None:
+    reference: Tensor | None = None if model is None else next(model.parameters(), None)
+    if reference is None and model is not None:
         reference = next(model.buffers(), None)
     if reference is not None:
         if reference.device != x.device:

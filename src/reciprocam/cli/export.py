@@ -51,7 +51,11 @@ def add_parser(commands: Any) -> None:
         " CNNs, gaussian for transformers, as in the papers)",
     )
     parser.add_argument(
-        "--opset", type=positive_integer, default=18, metavar="N", help="ONNX opset (default: 18)"
+        "--opset",
+        type=positive_integer,
+        default=18,
+        metavar="N",
+        help="ONNX opset, 18 or newer (default: 18)",
     )
     parser.set_defaults(run=run)
 

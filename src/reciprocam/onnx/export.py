@@ -35,7 +35,8 @@ from .metadata import ExportMetadata
 
 INPUT_NAME = "input"
 OUTPUT_NAMES = ("logits", "saliency_maps")
-# The opset the exporter writes by default in this torch; onnxruntime 1.18 and later run it.
+# The opset the exporter writes by default in this torch, and the oldest it writes (it cannot
+# convert to older ones); onnxruntime 1.18 and later run it.
 _OPSET = 18
 
 Explainable = ReciproCAM | ViTReciproCAM
@@ -99,7 +100,7 @@ def export_onnx(
         input_shape: (B, 3, H, W) of the inputs; H and W are fixed in the graph, B is dynamic.
         preprocessing: stored in the metadata for `reciprocam explain --onnx`.
         categories: the class names, stored in the metadata likewise.
-        opset: the ONNX opset.
+        opset: the ONNX opset, 18 (the default) or newer.
         options: the method's options (score, mask, cls_token, mask_residual, block, ...).
     """
     if len(input_shape) != 4 or not all(isinstance(s, int) and s > 0 for s in input_shape):
@@ -108,6 +109,12 @@ def export_onnx(
         )
     if "batch_size" in options:
         raise OptionError("batch_size does not apply to an export: the graph runs one pass")
+    newest = require_onnx().defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not _OPSET <= opset <= newest:
+        raise OptionError(
+            f"opset must be from {_OPSET} (the oldest torch's exporter writes) to {newest} (the"
+            f" newest the installed onnx knows), not {opset!r}"
+        )
     explainer = build_explainer(model, method, target_layer, options)
     parameter = next(model.parameters(), None)
     like = parameter if parameter is not None else torch.empty(0)
@@ -127,6 +134,9 @@ def export_onnx(
         categories=tuple(categories) if categories is not None else None,
     )
     graph = program.model_proto
+    written = next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:  # the exporter converts between versions, and may fall back
+        raise ModelError(f"the exporter wrote opset {written}, not {opset}; export with opset 18")
     metadata.write_to(graph)
     target = Path(path)
     write_atomically(target, lambda file: _save(graph, file))

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._model import check_input
 from ..errors import InputError, ModelError, first_line
 from ..explainer import Explanation, Targets, choose_targets, parse_targets, upsample_maps
 from .export import OUTPUT_NAMES
@@ -80,12 +81,7 @@ class OnnxExplainer:
 
     def explain(self, x: Tensor | np.ndarray, targets: Targets = None) -> Explanation:
         """Maps (B, H, W) at the input size, targets, logits and every class's map."""
-        batch = torch.as_tensor(x)
-        if batch.ndim != 4 or not batch.is_floating_point():
-            raise InputError(
-                f"the input must be a float (batch, channels, height, width) array, got"
-                f" {tuple(batch.shape)} {batch.dtype}"
-            )
+        batch = check_input(torch.as_tensor(x) if isinstance(x, np.ndarray) else x, None)
         fixed = self.input_shape[1:]
         if any(isinstance(a, int) and a != b for a, b in zip(fixed, batch.shape[1:], strict=True)):
             raise InputError(
