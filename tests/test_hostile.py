@@ -6,6 +6,7 @@ result, and a user's mistake must give one line that says what to do.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import stat
@@ -298,3 +299,53 @@ def test_export_refuses_an_opset_it_cannot_write(tmp_path, capsys):
     path = export_onnx(build("resnet18"), tmp_path / "m21.onnx", opset=21,
                        input_shape=(1, 3, 64, 64))  # fmt: skip
     assert [o.version for o in onnx.load(str(path)).opset_import if o.domain == ""] == [21]
+
+
+def _evaluate(capsys, data, output, *extra):
+    return cli(
+        capsys, "evaluate", "--data", data, "--output", output, "--model", "resnet18",
+        "--checkpoint", data.parent / "model.pt", "--image-size", 64, "--steps", 4,
+        "--no-progress", *extra,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def small_dataset(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    rng = np.random.default_rng(1)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(data / name)
+    torch.save(build("resnet18", num_classes=3).state_dict(), tmp_path / "model.pt")
+    return data
+
+
+def test_ground_truth_for_some_images_says_how_many_it_measured(small_dataset, capsys):
+    """W14: boxes for one image of two, and one for an image that is not there."""
+    boxes = small_dataset.parent / "boxes.json"
+    boxes.write_text(json.dumps({"a.png": [[0, 0, 32, 32]], "nothere.png": [[0, 0, 8, 8]]}))
+    output = small_dataset.parent / "out"
+    code, _, err = _evaluate(
+        capsys, small_dataset, output, "--metrics", "drop,pointing_game", "--boxes", boxes
+    )
+    assert code == 0, err
+    assert "1 of the 2 images in" in err
+    assert "such as 'nothere.png'" in err
+    document = json.loads((output / "summary.json").read_text())
+    measured = document["methods"]["reciprocam"]["images_measured"]
+    assert measured == {"average_drop": 2, "pointing_game": 1}
+    assert "Measured PG on 1 of 2 images" in (output / "summary.md").read_text()
+
+
+def test_evaluate_with_no_readable_image_reports_it(small_dataset, capsys):
+    """C4, U12: the only image is unreadable: NaN JSON crashed, and the file was not named."""
+    for image in small_dataset.iterdir():
+        image.write_bytes(b"not a picture")
+    output = small_dataset.parent / "out"
+    code, out, err = _evaluate(capsys, small_dataset, output, "--metrics", "drop")
+    assert "Traceback" not in err
+    assert "skipped a.png:" in err
+    assert "evaluated 0 of 2 images" in out
+    document = json.loads((output / "summary.json").read_text())
+    assert document["methods"]["reciprocam"]["seconds_per_image"] is None
+    assert code == 0

@@ -245,11 +245,21 @@ def _ground_truth(
     if arguments.boxes is None:
         return None
     truth = GroundTruth.read_boxes(arguments.boxes, loaded.categories)
-    if truth.boxes is not None and not {sample.key for sample in samples} & set(truth.boxes):
+    keys = {sample.key for sample in samples}
+    if truth.boxes is not None and not keys & set(truth.boxes):
         raise OptionError(
             f"no image of {arguments.data} has boxes in {arguments.boxes}; its keys must be"
             f" paths relative to --data, such as '{samples[0].key}'"
         )
+    if truth.boxes is not None:
+        unknown = sorted(set(truth.boxes) - keys)
+        if unknown:
+            print(
+                f"note: {len(unknown)} of the {len(truth.boxes)} images in {arguments.boxes} are"
+                f" not in {arguments.data} (such as '{unknown[0]}') and are ignored; the pointing"
+                f" games are measured on the {len(keys & set(truth.boxes))} that are",
+                file=sys.stderr,
+            )
     return truth
 
 
@@ -336,6 +346,8 @@ def _report(
     print(" | ".join(header))
     for row in body:
         print(" | ".join(text for text, _ in row))
+    for image, reason in skipped.items():
+        print(f"skipped {image}: {reason}", file=sys.stderr)
     images = len({row.image for row in rows})
     print(
         f"evaluated {images} of {len(samples)} images with {len(settings.methods)} method(s)"

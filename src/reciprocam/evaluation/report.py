@@ -41,6 +41,7 @@ class MethodSummary:
     images: int
     seconds_per_image: float
     values: dict[str, float]
+    measured: dict[str, int]  # per metric, the images it applied to (ground truth: those with)
 
 
 def columns(metrics: Sequence[str]) -> list[str]:
@@ -58,11 +59,15 @@ def summarize_rows(rows: Sequence[ResultRow], methods: Sequence[str]) -> list[Me
         mine = [row for row in rows if row.method == method]
         names = sorted({name for row in mine for name in row.metrics})
         values = {
-            name: [np.nan if row.metrics.get(name) is None else row.metrics[name] for row in mine]
+            name: np.array(
+                [np.nan if row.metrics.get(name) is None else row.metrics[name] for row in mine],
+                dtype=np.float64,
+            )
             for name in names
         }
         seconds = float(np.mean([row.seconds for row in mine])) if mine else float("nan")
-        summaries.append(MethodSummary(method, len(mine), seconds, summarize(values)))  # type: ignore[arg-type]
+        measured = {name: int(np.sum(~np.isnan(column))) for name, column in values.items()}
+        summaries.append(MethodSummary(method, len(mine), seconds, summarize(values), measured))
     return summaries
 
 
@@ -110,6 +115,7 @@ def write_tables(
 ) -> None:
     """summary.md, summary.csv and summary.json in `folder`."""
     header, body = table_cells(summaries, metrics)
+    names = columns(metrics)
     lines = [
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
@@ -123,11 +129,21 @@ def write_tables(
         " ADCC is the table form (the harmonic mean of the averaged components);"
         " ADCC/img is the mean of per-image ADCC."
     )
+    partial_metrics = [
+        f"{metric_info(name).label} on {count} of {summary.images} images"
+        for summary in summaries[:1]
+        for name, count in summary.measured.items()
+        if count < summary.images and name in names
+    ]
+    if partial_metrics:
+        note += (
+            f" Measured {', '.join(partial_metrics)} (the others have no ground truth or no"
+            " value); per method in summary.json."
+        )
     markdown = "\n".join(lines) + f"\n\n{note}\n"
     write_atomically(folder / "summary.md", partial(_write_text, markdown))
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    names = columns(metrics)
     writer.writerow(["method", *names, "seconds_per_image", "images"])
     for summary in summaries:
         values = [_shown(n, summary.values.get(n, float("nan"))) for n in names]
@@ -145,8 +161,9 @@ def write_tables(
         "methods": {
             s.method: {
                 "images": s.images,
-                "seconds_per_image": s.seconds_per_image,
+                "seconds_per_image": _json_number(s.seconds_per_image),
                 "values": {n: _json_number(s.values.get(n, float("nan"))) for n in names},
+                "images_measured": {n: c for n, c in s.measured.items() if n in names},
             }
             for s in summaries
         },
