@@ -180,7 +180,11 @@ def hostile_photos(tmp_path_factory):
 
 
 def cli(capsys, *arguments):
-    code = main([str(a) for a in arguments])
+    """The exit code, stdout and stderr of `reciprocam ARGUMENTS` (usage errors included)."""
+    try:
+        code = main([str(a) for a in arguments])
+    except SystemExit as exit:  # argparse's usage errors
+        code = exit.code
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -349,3 +353,51 @@ def test_evaluate_with_no_readable_image_reports_it(small_dataset, capsys):
     document = json.loads((output / "summary.json").read_text())
     assert document["methods"]["reciprocam"]["seconds_per_image"] is None
     assert code == 0
+
+
+def _bad_commands(photos, tmp):
+    """(arguments, the exit code, a fragment of the last line) for every subcommand."""
+    (tmp / "a-file").write_text("not a folder")
+    (tmp / "a-folder").mkdir(exist_ok=True)
+    (tmp / "data").mkdir(exist_ok=True)
+    shutil.copy(photos / "cat.jpg", tmp / "data")
+    shutil.copy(photos / "model.pt", tmp / "model.pt")
+    cat, model = photos / "cat.jpg", _model(photos)
+    checkpoint = model[:4]  # without --no-progress, which export does not take
+    evaluate = ["evaluate", "--data", tmp / "data", *model, "--image-size", 64]
+    return [
+        (["explain", cat, *model, "--image-size", 100000], 2, "must be at most 4096 pixels"),
+        (["explain", cat, *model, "--image-size", 0], 2, "must be a positive integer"),
+        (["explain", cat, *model, "--class", 1000], 1, "class 1000 is out of range"),
+        (["explain", cat, *model, "--output", tmp / "a-file"], 1, "it is a file, not a folder"),
+        (["explain", cat, "--onnx", tmp / "a-folder"], 1, "is a folder; give the .onnx file"),
+        (["explain", cat, *model, "--top", 0], 2, "must be a positive integer"),
+        (["explain", cat, *model, "--target-layer", "layer9"], 1, "did you mean 'layer4'"),
+        (["explain", cat, "--model", "resnet1"], 1, "unknown model 'resnet1'"),
+        ([*evaluate, "--steps", 100000], 1, "more than the 4096 pixels"),
+        ([*evaluate, "--tolerance", -3], 2, "must be 0 or more"),
+        (["evaluate", "--data", tmp / "nothere", *model], 1, "nothere"),
+        (["export", *checkpoint, "--opset", 5, "--output", tmp / "m.onnx"], 1, "opset must be"),
+        (["export", *checkpoint, "--output", tmp / "a-folder"], 1, "is a folder; give a file"),
+        (["insert", tmp / "none.onnx", tmp / "out.onnx"], 1, "none.onnx"),
+        (["insert", tmp / "a-file", tmp / "a-file"], 1, "is the input file"),
+        (["demo", "--output", tmp / "a-file"], 1, "it is a file, not a folder"),
+    ]
+
+
+def test_every_subcommand_refuses_bad_arguments_in_one_line(hostile_photos, tmp_path, capsys):
+    """U10, U13, U14, C3, K9: every CLI path exits 0 with outputs or non-zero with one line."""
+    for arguments, expected, fragment in _bad_commands(hostile_photos, tmp_path):
+        output = [] if "--output" in arguments or arguments[0] == "insert" else [
+            "--output", tmp_path / "out"
+        ]  # fmt: skip
+        code, _, err = cli(capsys, *arguments, *output)
+        label = " ".join(str(a) for a in arguments)
+        assert code == expected, (label, err)
+        assert "Traceback" not in err, label
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("reciprocam"), (label, last)
+        assert fragment in last, (label, last)
+        assert not list(tmp_path.rglob("*.png")), label
+        assert not (tmp_path / "m.onnx").exists(), label
+    assert (tmp_path / "a-file").read_text() == "not a folder"

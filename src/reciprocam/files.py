@@ -23,6 +23,22 @@ def make_folder(folder: Path) -> Path:
     return folder
 
 
+def writable_folder(folder: Path) -> Path:
+    """`folder`, created if needed, or OutputError if files cannot be written into it."""
+    make_folder(folder)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write into {folder}: permission denied (or a read-only disk)")
+    return folder
+
+
+def writable_file(path: Path) -> Path:
+    """`path` if a file can be written there (checked before any work), else OutputError."""
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give a file name, such as {path / 'model.onnx'}")
+    writable_folder(path.parent)
+    return path
+
+
 def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write` on a temporary file beside `path`, then rename it over `path`.
 

@@ -78,14 +78,37 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+MAX_IMAGE_SIZE = 4096
+"""The largest --image-size: a side whose maps and masked copies still fit in memory."""
+
+
+def image_size(text: str) -> int:
+    """An argparse type: a side from 1 to MAX_IMAGE_SIZE pixels."""
+    value = positive_integer(text)
+    if value > MAX_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {MAX_IMAGE_SIZE} pixels, got {text} (a {value}x{value} input would"
+            " not fit in memory)"
+        )
+    return value
+
+
+def non_negative_integer(text: str) -> int:
+    """An argparse type: a whole number >= 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
 def add_image_size_option(parser: argparse.ArgumentParser) -> None:
     """--image-size: the model's input side, keeping its resize/crop ratio."""
     parser.add_argument(
         "--image-size",
-        type=positive_integer,
+        type=image_size,
         metavar="N",
-        help="the model's input side (default: the model's own, e.g. 224); the resize keeps"
-        " the model's resize/crop ratio",
+        help="the model's input side (default: the model's own, e.g. 224; at most"
+        f" {MAX_IMAGE_SIZE}); the resize keeps the model's resize/crop ratio",
     )
 
 

@@ -35,6 +35,7 @@ from .common import (
     add_run_options,
     device_from,
     method_option,
+    non_negative_integer,
     positive_integer,
 )
 
@@ -135,7 +136,7 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument(
         "--tolerance",
-        type=int,
+        type=non_negative_integer,
         default=0,
         metavar="PIXELS",
         help="pointing game: how far from the object a hit may be (default: 0; Zhang et al. 15)",
@@ -176,6 +177,13 @@ def run(arguments: argparse.Namespace) -> int:
     with process_group(device) as shard:
         torch.manual_seed(arguments.seed)
         loaded = _load(arguments)
+        pixels = loaded.preprocessing.crop**2
+        if arguments.steps is not None and arguments.steps > pixels:
+            raise OptionError(
+                f"--steps {arguments.steps} is more than the {pixels} pixels of the model's"
+                f" {loaded.preprocessing.crop}x{loaded.preprocessing.crop} input; give at most"
+                f" {pixels}"
+            )
         samples = read_dataset(arguments.data, loaded.categories)
         ground_truth = _ground_truth(arguments, loaded, samples)
         chosen = _methods(arguments.methods)

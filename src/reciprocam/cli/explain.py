@@ -11,9 +11,9 @@ from typing import Any
 import matplotlib
 import torch
 
-from ..errors import OptionError
+from ..errors import OptionError, TargetError
 from ..explainer import Explainer
-from ..files import make_folder
+from ..files import writable_folder
 from ..images import find_images
 from ..onnx import OnnxExplainer
 from ..photos import SkippedPhoto, class_index, explain_photos
@@ -151,6 +151,7 @@ def run(arguments: argparse.Namespace) -> int:
     if arguments.onnx is not None:
         _refuse_model_options(arguments)
     paths = find_images(sources)
+    writable_folder(arguments.output)  # before loading the model, so a bad --output fails fast
     device = device_from(arguments)
     explainer, preprocessing, categories = (
         _onnx_explainer(arguments, device)
@@ -158,7 +159,11 @@ def run(arguments: argparse.Namespace) -> int:
         else _torch_explainer(arguments, device)
     )
     target = class_index(arguments.target_class, categories)
-    make_folder(arguments.output)  # before the first photo, so a bad --output fails fast
+    if target is not None and categories and not 0 <= target < len(categories):
+        raise TargetError(
+            f"class {target} is out of range: the model has {len(categories)} classes"
+            f" (0 to {len(categories) - 1})"
+        )
     skipped = 0
     with explainer:
         results = explain_photos(

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..files import make_folder
+from ..files import writable_file
 from ..onnx import export_onnx
 from ..registry import method_for
 from ..zoo import load_model
@@ -61,13 +61,16 @@ def add_parser(commands: Any) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
+    if arguments.output is not None:  # before loading and exporting, so it fails fast
+        writable_file(arguments.output)
     loaded = load_model(arguments.model, weights=arguments.weights, checkpoint=arguments.checkpoint)
     preprocessing = loaded.preprocessing.at_size(arguments.image_size)
     options: dict[str, Any] = {"score": arguments.score}
     if arguments.mask is not None:
         options["mask"] = mask_name(arguments.mask, method_for("reciprocam", loaded.model))
-    output = arguments.output or Path(f"{loaded.name.replace(':', '_')}_reciprocam.onnx")
-    make_folder(output.parent)  # before the export, so a bad --output fails fast
+    output = writable_file(
+        arguments.output or Path(f"{loaded.name.replace(':', '_')}_reciprocam.onnx")
+    )
     path = export_onnx(
         loaded.model,
         output,

@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..files import make_folder
+from ..errors import OutputError
+from ..files import writable_file
 from ..onnx import insert_reciprocam
 from .common import add_score_option
 
@@ -40,7 +41,12 @@ def add_parser(commands: Any) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
-    make_folder(arguments.output.parent)
+    writable_file(arguments.output)
+    if arguments.output.resolve() == arguments.input.resolve():
+        raise OutputError(
+            f"OUTPUT {arguments.output} is the input file; give another name, so that the"
+            " original stays as it was"
+        )
     path = insert_reciprocam(
         arguments.input,
         arguments.output,

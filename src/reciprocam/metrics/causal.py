@@ -61,6 +61,11 @@ class _CausalMetric(Metric):
 
     def pixel_counts(self, height: int, width: int) -> Tensor:
         """(n + 1,) how many top pixels are changed after each step t = 0..n."""
+        if self.steps is not None and self.steps > height * width:
+            raise OptionError(
+                f"steps={self.steps} is more than the {height * width} pixels of a"
+                f" {height}x{width} image; give at most {height * width}"
+            )
         pixels = height * width
         if self.steps is not None:
             return torch.tensor([t * pixels // self.steps for t in range(self.steps + 1)])

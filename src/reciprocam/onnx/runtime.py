@@ -44,6 +44,8 @@ class OnnxExplainer:
     def __init__(self, path: str | Path, providers: list[str] | None = None) -> None:
         runtime = _runtime()
         path = Path(path)
+        if path.is_dir():
+            raise ModelError(f"{path} is a folder; give the .onnx file in it")
         if not path.is_file():
             raise ModelError(f"no ONNX file at {path}")
         try:
