@@ -244,12 +244,16 @@ def test_an_interrupted_run_loses_nothing_committed_and_resumes(
     wait_for_rows(output / "evaluation.sqlite", process, 2)
     process.send_signal(stop)
     _, err = process.communicate(timeout=60)
+    partial = rows(output)
     if stop == signal.SIGINT and process.returncode != 0:
         assert process.returncode == 130
         assert b"Traceback" not in err
-    partial = rows(output)
+        saved = f"{len(partial)} of 14 explanations are saved in {output}; rerun the same command"
+        assert saved.encode() in err
     assert len(partial) >= 2
-    assert run(capsys, *args)[0] == 0
+    code, _, err = run(capsys, *args)
+    assert code == 0
+    assert f"resuming: {len(partial)} of 14 explanations are already in {output}" in err
     assert_same_rows(rows(output), rows(evaluated))
 
 

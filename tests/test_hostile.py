@@ -24,6 +24,7 @@ import reciprocam
 from reciprocam import InputError, LayerError, ModelError, OptionError, ReciproCAM, export_onnx
 from reciprocam._model import class_probabilities
 from reciprocam.cli import main
+from reciprocam.evaluation.dataset import read_dataset
 from reciprocam.images import find_images, load_image
 from reciprocam.metrics import AverageDrop
 from reciprocam.onnx import OnnxExplainer
@@ -401,3 +402,21 @@ def test_every_subcommand_refuses_bad_arguments_in_one_line(hostile_photos, tmp_
         assert not list(tmp_path.rglob("*.png")), label
         assert not (tmp_path / "m.onnx").exists(), label
     assert (tmp_path / "a-file").read_text() == "not a folder"
+
+
+def test_a_class_folder_named_by_a_number_beyond_the_classes_is_a_position(small_dataset, capsys):
+    """U7: a folder '1005' for a 3-class model aborted evaluate without naming the folder."""
+    for folder, name in (("1005", "a.png"), ("2", "b.png")):
+        (small_dataset / folder).mkdir()
+        (small_dataset / name).rename(small_dataset / folder / name)
+    samples = read_dataset(small_dataset, ("cat", "dog", "cow"))
+    assert [(s.key, s.label) for s in samples] == [("1005/a.png", 0), ("2/b.png", 2)]
+
+
+def test_a_layer_name_with_no_close_match_lists_the_top_level_layers(resnet18):
+    """U9: the message told CLI users to run Python."""
+    message = error_message(LayerError, ReciproCAM(resnet18, "classifier"), seeded((1, 3, 64, 64)))
+    assert message.endswith(
+        "its top-level layers are conv1, bn1, relu, maxpool, layer1, layer2, layer3, layer4,"
+        " avgpool, fc (dotted names reach inside them)"
+    )

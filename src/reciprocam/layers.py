@@ -281,10 +281,12 @@ def _lookup(model: nn.Module, spec: nn.Module | str) -> tuple[str, nn.Module]:
         # The same layer inside a wrapper (DataParallel's module., torch.compile's _orig_mod.)
         wrapped = [name for name in names if name.endswith(f".{spec}")]
         close = (wrapped or difflib.get_close_matches(spec, names, n=3))[:3]
+        top = [name for name, _ in model.named_children()]
+        listed = ", ".join(top[:12]) + (", ..." if len(top) > 12 else "")
         hint = (
             f"; did you mean {', '.join(repr(name) for name in close)}?"
             if close
-            else "; list the names with [name for name, _ in model.named_modules()]"
+            else f"; its top-level layers are {listed} (dotted names reach inside them)"
         )
         raise LayerError(f"the model has no layer named '{spec}'{hint}")
     if isinstance(spec, nn.Module):

@@ -216,16 +216,33 @@ def run(arguments: argparse.Namespace) -> int:
         shard.wait_for_all()
         store = ResultStore(arguments.output)
         store.claim(identity)
-        evaluate(
-            samples,
-            loaded,
-            settings,
-            store,
-            device=device,
-            shard=shard,
-            ground_truth=ground_truth,
-            progress=not arguments.no_progress,
-        )
+        total = len(samples) * len(chosen)
+        saved = len(store.done())
+        if saved and shard.is_main:
+            print(
+                f"resuming: {saved} of {total} explanations are already in {arguments.output};"
+                " evaluating the rest",
+                file=sys.stderr,
+            )
+        try:
+            evaluate(
+                samples,
+                loaded,
+                settings,
+                store,
+                device=device,
+                shard=shard,
+                ground_truth=ground_truth,
+                progress=not arguments.no_progress,
+            )
+        except KeyboardInterrupt:
+            if shard.is_main:
+                print(
+                    f"{len(store.done())} of {total} explanations are saved in"
+                    f" {arguments.output}; rerun the same command to resume",
+                    file=sys.stderr,
+                )
+            raise
         shard.wait_for_all()
         if shard.is_main:
             _report(arguments.output, store, settings, samples, loaded, identity)

@@ -72,7 +72,7 @@ def _read_folder(root: Path, categories: Sequence[str]) -> list[Sample]:
     )
     lowered = [name.lower() for name in categories]
     for position, folder in enumerate(classes):
-        if folder.name.isdigit():
+        if folder.name.isdigit() and int(folder.name) < len(categories):
             label = int(folder.name)
         elif folder.name.lower() in lowered:
             label = lowered.index(folder.name.lower())
