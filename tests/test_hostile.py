@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import stat
 
 import numpy as np
@@ -28,6 +29,7 @@ from reciprocam.evaluation.dataset import read_dataset
 from reciprocam.images import find_images, load_image
 from reciprocam.metrics import AverageDrop
 from reciprocam.onnx import OnnxExplainer
+from reciprocam.zoo import load_model
 
 
 @pytest.fixture(scope="module")
@@ -420,3 +422,20 @@ def test_a_layer_name_with_no_close_match_lists_the_top_level_layers(resnet18):
         "its top-level layers are conv1, bn1, relu, maxpool, layer1, layer2, layer3, layer4,"
         " avgpool, fc (dotted names reach inside them)"
     )
+
+
+def test_timm_weights_offline_fail_at_once(monkeypatch):
+    """U11: five Hugging Face retries (a minute) before the error."""
+    import huggingface_hub
+
+    def unreachable(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("no download may be tried")
+
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda *a, **k: None)
+    monkeypatch.setattr(socket, "create_connection", unreachable)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_download)
+    message = error_message(ModelError, load_model, "timm:resnet18", weights="DEFAULT")
+    assert "not in the Hugging Face cache and huggingface.co cannot be reached" in message

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import difflib
+import socket
 from collections.abc import Mapping
+from typing import Any
 
 from torch import Tensor
 from torchvision.transforms import InterpolationMode
@@ -35,6 +37,8 @@ def load_timm(
             f"timm models take weights DEFAULT (their pretrained weights); choose a pretrained"
             f" tag in the name instead, e.g. {TIMM_PREFIX}{architecture}.<tag>"
         )
+    if weights is not None:
+        _check_reachable(timm, architecture)
     try:
         model = timm.create_model(architecture, pretrained=weights is not None)
     except (OSError, RuntimeError) as error:
@@ -65,3 +69,25 @@ def load_timm(
     return LoadedModel(
         name, model.eval(), preprocessing, categories, weights is not None or state is not None
     )
+
+
+def _check_reachable(timm: Any, architecture: str) -> None:
+    """ModelError at once when the weights are neither cached nor downloadable (offline), rather
+    than after a minute of Hugging Face retries."""
+    config = timm.models.get_pretrained_cfg(architecture)
+    repository = getattr(config, "hf_hub_id", None)
+    if not repository:
+        return  # weights from a URL: torch's download fails fast on its own
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+        if isinstance(try_to_load_from_cache(repository, filename), str):
+            return
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+    except OSError:
+        raise ModelError(
+            f"the pretrained weights of {architecture} are not in the Hugging Face cache and"
+            " huggingface.co cannot be reached; connect to the internet, load a state_dict file"
+            " (--checkpoint FILE), or use random weights (no --weights)"
+        ) from None
