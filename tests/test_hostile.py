@@ -22,14 +22,23 @@ from PIL import Image
 from torch import nn
 
 import reciprocam
-from reciprocam import InputError, LayerError, ModelError, OptionError, ReciproCAM, export_onnx
+from reciprocam import (
+    ImageError,
+    InputError,
+    LayerError,
+    ModelError,
+    OptionError,
+    ReciproCAM,
+    export_onnx,
+)
 from reciprocam._model import class_probabilities
 from reciprocam.cli import main
 from reciprocam.evaluation.dataset import read_dataset
 from reciprocam.images import find_images, load_image
 from reciprocam.metrics import AverageDrop
 from reciprocam.onnx import OnnxExplainer
-from reciprocam.zoo import load_model
+from reciprocam.visualize import crop_to_box
+from reciprocam.zoo import Preprocessing, load_model
 
 
 @pytest.fixture(scope="module")
@@ -439,3 +448,19 @@ def test_timm_weights_offline_fail_at_once(monkeypatch):
     monkeypatch.setattr(huggingface_hub, "hf_hub_download", no_download)
     message = error_message(ModelError, load_model, "timm:resnet18", weights="DEFAULT")
     assert "not in the Hugging Face cache and huggingface.co cannot be reached" in message
+
+
+def test_cosmetic_faults_of_the_probe(tmp_path, resnet18):
+    """K1: a 1-pixel-tall crop keeps a pixel; K4: float32 maps on a half-precision model from
+    every method; K6: an empty file is called empty."""
+    photo = Image.new("RGB", (90, 1))
+    assert crop_to_box(photo, Preprocessing(resize=256, crop=224)(photo)[1]).size == (1, 1)
+    half = build("resnet18").half()
+    x = seeded((1, 3, 64, 64), seed=10).half()
+    for name in ("reciprocam", "gradcam", "scorecam"):
+        explanation = reciprocam.explainer(name, half).explain(x)
+        assert explanation.maps.dtype == torch.float32, name
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    assert error_message(ImageError, load_image, tmp_path / "empty.jpg").endswith(
+        "empty.jpg: the file is empty (0 bytes)"
+    )

@@ -90,13 +90,14 @@ class Evidence:
 def normalize_maps(scores: Tensor) -> Tensor:
     """Min-max normalise (..., h, w) maps over their last two dims; a constant map gives zeros.
 
-    Half-precision maps are normalised in float32, where max - min cannot overflow.
+    Half-precision maps are normalised, and returned, in float32 (where max - min cannot
+    overflow), so every method gives float32 maps on a half-precision model.
     """
     flat = scores.flatten(-2).to(torch.promote_types(scores.dtype, torch.float32))
     low = flat.amin(dim=-1, keepdim=True)
     spread = flat.amax(dim=-1, keepdim=True) - low
     normalised = (flat - low) / spread.clamp_min(torch.finfo(flat.dtype).tiny)
-    return normalised.view_as(scores).to(scores.dtype)
+    return normalised.view(scores.shape)
 
 
 def check_finite(evidence: Evidence, method: str, x: Tensor) -> None:

@@ -69,6 +69,8 @@ def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """
     path = Path(path)
     try:
+        if path.is_file() and path.stat().st_size == 0:
+            raise ImageError(f"{path}: the file is empty (0 bytes)")
         with warnings.catch_warnings():
             # Pillow warns above its limit; the explicit check below turns that into an error.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

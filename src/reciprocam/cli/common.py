@@ -60,8 +60,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         metavar="NAME",
-        help=f"a torchvision classifier name (resnet50, vgg16, ...) or {DEMO_MODEL}"
-        f" (the default: real ImageNet weights that install with reciprocam[demo])",
+        help=f"a torchvision classifier name (resnet50, vgg16, ...), a timm model as"
+        f" timm:NAME (timm:convnext_tiny), or {DEMO_MODEL} (the default: real ImageNet weights"
+        " that install with reciprocam[demo])",
     )
     parser.add_argument(
         "--weights",

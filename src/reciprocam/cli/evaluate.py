@@ -242,6 +242,7 @@ def run(arguments: argparse.Namespace) -> int:
                     f" {arguments.output}; rerun the same command to resume",
                     file=sys.stderr,
                 )
+            store.close()  # a clean close leaves no -wal and -shm files beside the database
             raise
         shard.wait_for_all()
         if shard.is_main:
