@@ -17,6 +17,8 @@ import onnx
 import pytest
 import torch
 from helpers import build, error_message, seeded
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from oracle import explicit_scores, resnet_backbone
 from PIL import Image
 from torch import nn
@@ -29,6 +31,7 @@ from reciprocam import (
     ModelError,
     OptionError,
     ReciproCAM,
+    ReciproCAMError,
     export_onnx,
 )
 from reciprocam._model import class_probabilities
@@ -37,7 +40,7 @@ from reciprocam.evaluation.dataset import read_dataset
 from reciprocam.images import find_images, load_image
 from reciprocam.metrics import AverageDrop
 from reciprocam.onnx import OnnxExplainer
-from reciprocam.visualize import crop_to_box
+from reciprocam.visualize import crop_to_box, overlay
 from reciprocam.zoo import Preprocessing, load_model
 
 
@@ -464,3 +467,82 @@ def test_cosmetic_faults_of_the_probe(tmp_path, resnet18):
     assert error_message(ImageError, load_image, tmp_path / "empty.jpg").endswith(
         "empty.jpg: the file is empty (0 bytes)"
     )
+
+
+def _tiny_cnn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4),
+    ).eval()  # fmt: skip
+
+
+TINY = _tiny_cnn()
+SIDES = st.integers(1, 40)
+
+
+@pytest.mark.parametrize("name", ["reciprocam", "gradcam", "ablationcam"])
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(sizes=st.lists(st.tuples(SIDES, SIDES), min_size=2, max_size=4))
+def test_what_an_explainer_saw_before_does_not_change_its_maps(name, sizes):
+    """W3, W4 as a property: one explainer over a sequence of input sizes gives each size the
+    maps of a fresh explainer, or the same one-line refusal."""
+    reused = reciprocam.explainer(name, TINY)
+    for height, width in sizes:
+        x = torch.randn(1, 3, height, width, generator=torch.Generator().manual_seed(height))
+        outcomes = []
+        for cam in (reused, reciprocam.explainer(name, TINY)):
+            try:
+                outcomes.append(cam(x))
+            except ReciproCAMError as error:
+                outcomes.append(str(error))
+        if isinstance(outcomes[0], str):
+            assert outcomes[0] == outcomes[1]
+            assert min(height, width) < 5  # a grid of one position at stride 4
+        else:
+            torch.testing.assert_close(outcomes[0], outcomes[1], rtol=0, atol=0)
+
+
+MODES = {  # mode -> (a format that stores it, numpy dtype of its values, their range)
+    "1": ("png", np.uint8, 2), "L": ("png", np.uint8, 256), "P": ("png", np.uint8, 256),
+    "RGB": ("jpeg", np.uint8, 256), "RGBA": ("png", np.uint8, 256), "LA": ("png", np.uint8, 256),
+    "I;16": ("tiff", np.uint16, 65536), "I": ("tiff", np.int32, 2**20),
+    "F": ("tiff", np.float32, 1), "CMYK": ("jpeg", np.uint8, 256),
+}  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    width=st.one_of(st.integers(1, 64), st.integers(1, 4000)),
+    height=st.one_of(st.integers(1, 64), st.integers(1, 4000)),
+    mode=st.sampled_from(sorted(MODES)),
+)
+def test_any_photo_is_read_drawn_and_written_or_refused_in_one_line(
+    tmp_path_factory, width, height, mode
+):
+    """C1, C2, W13 as a property: any size, aspect ratio, mode and bit depth."""
+    suffix, dtype, top = MODES[mode]
+    rng = np.random.default_rng(width * 7919 + height)
+    channels = {"RGB": 3, "RGBA": 4, "LA": 2, "CMYK": 4}.get(mode)
+    shape = (height, width) if channels is None else (height, width, channels)
+    values = (rng.random(shape) * top).astype(dtype)
+    image = Image.fromarray(values.astype(np.uint8) if mode in ("1", "P", "LA", "CMYK") else values)
+    if image.mode != mode:
+        image = image.convert(mode)
+    path = tmp_path_factory.mktemp("photo") / f"photo.{suffix}"
+    image.save(path)
+    try:
+        photo = load_image(path)
+    except ImageError as error:
+        message = str(error)
+        assert "\n" not in message
+        assert max(width, height) > 100 * min(width, height), message
+        assert "thinner than the limit of 100:1" in message
+        return
+    assert photo.mode == "RGB"
+    assert photo.size == (width, height)
+    tensor, box = Preprocessing(resize=73, crop=64)(photo)
+    assert tensor.shape == (3, 64, 64)
+    drawn = overlay(crop_to_box(photo, box), torch.rand(64, 64))
+    assert min(drawn.size) >= 1

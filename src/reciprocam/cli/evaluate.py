@@ -25,6 +25,7 @@ from ..evaluation import (
 )
 from ..evaluation.distributed import local_device, process_group
 from ..evaluation.report import REPORT_FILE, table_cells
+from ..files import writable_folder
 from ..metrics import MetricOptions, metric_info, metric_names, resolve_metric_names
 from ..registry import canonical_name, methods
 from ..registry import explainer as build_explainer
@@ -173,6 +174,7 @@ def add_parser(commands: Any) -> None:
 
 
 def run(arguments: argparse.Namespace) -> int:
+    writable_folder(arguments.output)  # before the model loads: a read-only --output fails fast
     device = local_device(device_from(arguments))
     with process_group(device) as shard:
         torch.manual_seed(arguments.seed)
