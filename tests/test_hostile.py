@@ -384,7 +384,7 @@ def _bad_commands(photos, tmp):
         (["explain", cat, *model, "--image-size", 100000], 2, "must be at most 4096 pixels"),
         (["explain", cat, *model, "--image-size", 0], 2, "must be a positive integer"),
         (["explain", cat, *model, "--class", 1000], 1, "class 1000 is out of range"),
-        (["explain", cat, *model, "--output", tmp / "a-file"], 1, "it is a file, not a folder"),
+        (["explain", cat, *model, "--output", tmp / "a-file"], 1, "is a file, not a folder"),
         (["explain", cat, "--onnx", tmp / "a-folder"], 1, "is a folder; give the .onnx file"),
         (["explain", cat, *model, "--top", 0], 2, "must be a positive integer"),
         (["explain", cat, *model, "--target-layer", "layer9"], 1, "did you mean 'layer4'"),

@@ -24,10 +24,16 @@ def make_folder(folder: Path) -> Path:
 
 
 def writable_folder(folder: Path) -> Path:
-    """`folder`, created if needed, or OutputError if files cannot be written into it."""
-    make_folder(folder)
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise OutputError(f"cannot write into {folder}: permission denied (or a read-only disk)")
+    """`folder` if it, or the folder it would be made in, takes new files, else OutputError;
+    checked before any work, and nothing is created (`make_folder` does that when writing)."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        which = "it" if existing == folder else str(existing)
+        raise OutputError(f"cannot write into {folder}: {which} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write into {existing}: permission denied (or a read-only disk)")
     return folder
 
 

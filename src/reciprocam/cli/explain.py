@@ -13,7 +13,7 @@ import torch
 
 from ..errors import OptionError, TargetError
 from ..explainer import Explainer
-from ..files import writable_folder
+from ..files import make_folder, writable_folder
 from ..images import find_images
 from ..onnx import OnnxExplainer
 from ..photos import SkippedPhoto, class_index, explain_photos
@@ -159,6 +159,7 @@ def run(arguments: argparse.Namespace) -> int:
         else _torch_explainer(arguments, device)
     )
     target = class_index(arguments.target_class, categories)
+    make_folder(arguments.output)
     if target is not None and categories and not 0 <= target < len(categories):
         raise TargetError(
             f"class {target} is out of range: the model has {len(categories)} classes"
