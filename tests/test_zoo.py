@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 import pytest
 import torch
@@ -376,8 +378,13 @@ def test_timm_download_failure(monkeypatch):
             raise OSError("no internet")
         return original(name, **kwargs)
 
+    class Reachable:  # huggingface.co answers; the download itself fails
+        def close(self) -> None:
+            pass
+
     original = timm.create_model
     monkeypatch.setattr(timm, "create_model", offline)
+    monkeypatch.setattr(socket, "create_connection", lambda *args, **kwargs: Reachable())
     assert model_error(load_model, "timm:deit_tiny_patch16_224", weights="DEFAULT") == (
         "could not download the pretrained weights of deit_tiny_patch16_224 (no internet);"
         " without internet, load a state_dict file (--checkpoint FILE), or use random weights"
