@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from oracle import explicit_scores, resnet_backbone
 from PIL import Image
 from torch import nn
+from torchvision.models import VisionTransformer
 
 import reciprocam
 from reciprocam import (
@@ -32,6 +33,7 @@ from reciprocam import (
     OptionError,
     ReciproCAM,
     ReciproCAMError,
+    ViTReciproCAM,
     export_onnx,
 )
 from reciprocam._model import class_probabilities
@@ -546,3 +548,41 @@ def test_any_photo_is_read_drawn_and_written_or_refused_in_one_line(
     assert tensor.shape == (3, 64, 64)
     drawn = overlay(crop_to_box(photo, box), torch.rand(64, 64))
     assert min(drawn.size) >= 1
+
+
+class SigmoidHead(nn.Module):
+    """A multi-label model that ends in torch.sigmoid, as the probe's did."""
+
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.body(x))
+
+
+def test_a_multi_label_head_is_scored_by_its_sigmoids(resnet18, tmp_path):
+    """W9: sigmoid outputs were reported through a softmax, with no option and no warning."""
+    x = seeded((2, 3, 64, 64), seed=11)
+    explanation = ReciproCAM(resnet18, score="sigmoid").explain(x)
+    logits = explicit_scores(
+        resnet_backbone(resnet18, x),
+        lambda f: resnet18.fc(f.mean(dim=(2, 3))),
+        score="logit",
+    )
+    torch.testing.assert_close(explanation.scores, logits.sigmoid(), rtol=0, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(explanation.probabilities, resnet18(x).sigmoid())
+    assert explanation.multilabel
+    path = export_onnx(resnet18, tmp_path / "s.onnx", input_shape=(1, 3, 64, 64), score="sigmoid")
+    exported = OnnxExplainer(path).explain(x)
+    torch.testing.assert_close(exported.probabilities, explanation.probabilities, atol=1e-5, rtol=0)
+    torch.testing.assert_close(exported.class_maps, explanation.class_maps, atol=1e-4, rtol=0)
+    vit = VisionTransformer(32, 8, 2, 2, 16, 32, num_classes=5).eval()
+    tokens = seeded((2, 3, 32, 32), seed=12)
+    torch.testing.assert_close(
+        ViTReciproCAM(vit, score="sigmoid").explain(tokens).scores,
+        ViTReciproCAM(vit, score="logit").explain(tokens).scores.sigmoid(),
+    )
+    with pytest.warns(UserWarning, match=r"outputs all lie in \[0, 1\], as probabilities do"):
+        ReciproCAM(SigmoidHead(resnet18))(x)

@@ -256,6 +256,7 @@ class InputShortcut(nn.Module):
         ("resnet18", 64, {}),
         ("mobilenet_v3_small", 96, {}),
         ("resnet18", 64, {"score": "logit", "mask": "gaussian"}),
+        ("resnet18", 64, {"score": "sigmoid"}),
     ],
 )
 def test_inserted_maps_equal_reciprocam(tmp_path, name, size, options):

@@ -149,11 +149,12 @@ def class_scores(output: object) -> Tensor:
     return logits
 
 
-def class_probabilities(logits: Tensor) -> Tensor:
-    """(..., N) probabilities of (..., N) logits: the softmax over the classes, or, for a
-    one-logit binary head (N = 1), sigmoid(z) = softmax([0, z])[1], its class's probability
-    (a softmax over one class would be 1 whatever the image)."""
-    if logits.shape[-1] == 1:
+def class_probabilities(logits: Tensor, multilabel: bool = False) -> Tensor:
+    """(..., N) probabilities of (..., N) logits: the softmax over the classes; each class's
+    own sigmoid for a multi-label head; for a one-logit binary head (N = 1), sigmoid(z) =
+    softmax([0, z])[1], its class's probability (a softmax over one class would be 1 whatever
+    the image)."""
+    if multilabel or logits.shape[-1] == 1:
         return logits.sigmoid()
     return logits.softmax(dim=-1)
 

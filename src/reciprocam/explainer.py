@@ -8,6 +8,7 @@ on errors, `.grad` untouched), and turns raw maps into maps in [0, 1].
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ class Explanation:
     class_maps: (B, N, h, w) `scores` min-max normalised per image and class, or None.
     attributions: (B, C, H, W) signed pixel attributions (Guided Backprop and the guided
         CAMs), whose channel-wise largest magnitude makes `maps`; else None.
+    multilabel: the classes are independent (score="sigmoid"): `probabilities` are each
+        logit's sigmoid, not a softmax.
     """
 
     maps: Tensor
@@ -63,6 +66,7 @@ class Explanation:
     scores: Tensor | None = None
     class_maps: Tensor | None = None
     attributions: Tensor | None = None
+    multilabel: bool = False
 
     @property
     def predictions(self) -> Tensor:
@@ -71,9 +75,9 @@ class Explanation:
 
     @property
     def probabilities(self) -> Tensor:
-        """(B, N) class probabilities: the softmax of the logits (a one-logit binary head's
-        sigmoid, see `class_probabilities`)."""
-        return class_probabilities(self.logits)
+        """(B, N) class probabilities: the softmax of the logits, or their sigmoids for a
+        multi-label head or a one-logit binary one (`class_probabilities`)."""
+        return class_probabilities(self.logits, self.multilabel)
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,20 @@ def check_finite(evidence: Evidence, method: str, x: Tensor) -> None:
         raise ModelError(
             f"{method}'s maps have NaN or infinite values for this {x.dtype} input of shape"
             f" {tuple(x.shape)}: the model's scores overflow in this dtype; explain in float32"
+        )
+
+
+def warn_if_probabilities(logits: Tensor) -> None:
+    """A warning when a model's outputs look like probabilities already (every value in [0, 1],
+    several classes), which the softmax scores and `probabilities` would treat as logits."""
+    varies = bool(logits.amax() > logits.amin())  # a zero-initialised head gives all zeros
+    if logits.shape[1] > 1 and varies and bool(((logits >= 0) & (logits <= 1)).all()):
+        warnings.warn(
+            "the model's outputs all lie in [0, 1], as probabilities do (a sigmoid or softmax"
+            " head), but are read as logits (softmax scores and probabilities): have the model"
+            " return its logits, and explain a multi-label head with score='sigmoid'",
+            UserWarning,
+            stacklevel=3,
         )
 
 
@@ -203,6 +221,11 @@ class Explainer(ABC):
         self._model = check_hookable(model)
 
     @property
+    def multilabel(self) -> bool:
+        """Whether the method scores the classes as independent sigmoids (multi-label)."""
+        return False
+
+    @property
     def target_layers(self) -> list[TargetLayer] | None:
         """The target layers resolved for the last call's input size (empty for methods without
         one), or None before a call."""
@@ -225,6 +248,8 @@ class Explainer(ABC):
             self._layers = self._layers_for(x)
             evidence = self._explain(x, requested)
         check_finite(evidence, type(self).__name__, x)
+        if not self.multilabel:
+            warn_if_probabilities(evidence.logits)
         with torch.inference_mode():
             maps = normalize_maps(evidence.maps.detach())
             if self.upsample and maps.shape[-2:] != x.shape[-2:]:
@@ -241,6 +266,7 @@ class Explainer(ABC):
             attributions=None
             if evidence.attributions is None
             else evidence.attributions.detach().clone(),
+            multilabel=self.multilabel,
         )
 
     def _layers_for(self, x: Tensor) -> list[TargetLayer]:

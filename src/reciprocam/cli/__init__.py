@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from .. import __version__
@@ -33,7 +34,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     arguments = parser.parse_args(argv)
     try:
-        code: int = arguments.run(arguments)
+        with warnings.catch_warnings():
+            warnings.showwarning = _note
+            code: int = arguments.run(arguments)
     except ReciproCAMError as error:
         print(f"reciprocam: error: {error}", file=sys.stderr)
         return 1
@@ -41,3 +44,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("reciprocam: interrupted", file=sys.stderr)
         return 130
     return code
+
+
+def _note(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
+    """A warning as one line on stderr, without the source line Python would print."""
+    print(f"reciprocam: note: {message}", file=sys.stderr)

@@ -117,9 +117,10 @@ def add_score_option(parser: argparse.ArgumentParser) -> None:
     """--score of ReciproCAM's masked copies, softmax by default."""
     parser.add_argument(
         "--score",
-        choices=("softmax", "logit"),
+        choices=("softmax", "logit", "sigmoid"),
         default="softmax",
-        help="class score of each masked copy (default: softmax, as in the paper)",
+        help="class score of each masked copy: softmax (the default, as in the paper), logit,"
+        " or sigmoid (each class's own probability, for a multi-label model)",
     )
 
 

@@ -8,8 +8,9 @@ the masked copy F_k keeps the feature vector F[:, i, j] and zeroes the rest:
                                              centred at (i, j), clipped at the borders
 
 The K copies go through the rest of the network g in one batch and the class scores form the
-map: S[c, i, j] = softmax(g(F_k))[c] (or the logit g(F_k)[c]), min-max normalised per class;
-a one-logit binary head's softmax is its sigmoid (`class_probabilities`).
+map: S[c, i, j] = softmax(g(F_k))[c] (or the logit g(F_k)[c], or its sigmoid for a multi-label
+head), min-max normalised per class; a one-logit binary head's softmax is its sigmoid
+(`class_probabilities`).
 
 F is the layer's output read through its layout (`reciprocam.layout`): channels-last maps and
 token grids (Swin, LeViT, PVT, CaiT's patch blocks, ...) are masked the same way, and a token
@@ -35,7 +36,7 @@ from ..layout import FeatureLayout, LayoutSpec, layout_kind
 from ..options import one_of
 from .flatten_head import FlattenHead, flattening_linear
 
-Score = Literal["softmax", "logit"]
+Score = Literal["softmax", "logit", "sigmoid"]
 Mask = Literal["pixel", "gaussian"]
 BatchSize: TypeAlias = int | Literal["all"] | None
 
@@ -66,7 +67,8 @@ class ReciproCAM(ClassScoreExplainer):
         model: a classifier returning (B, N) logits.
         target_layer: a submodule, its dotted name, or None for the last spatial layer that
             alone determines the prediction (ResNet: `layer4`).
-        score: "softmax" (the paper) or "logit" (what openvino_xai computes).
+        score: "softmax" (the paper), "logit" (what openvino_xai computes) or "sigmoid" (each
+            class's own probability, for a multi-label head).
         mask: "pixel" (the paper's one-hot mask) or "gaussian" (the 3x3 variant).
         batch_size: masked copies per pass through the rest of the network; None picks as many
             as fit in 256 MiB, "all" runs every copy in one pass (as the exported ONNX graph
@@ -108,6 +110,10 @@ class ReciproCAM(ClassScoreExplainer):
         self.layout = layout
         self._gap: dict[TargetLayer, bool] = {}
         self._flatten: dict[TargetLayer, FlattenHead | None] = {}
+
+    @property
+    def multilabel(self) -> bool:
+        return self.score == "sigmoid"
 
     @property
     def uses_gap_shortcut(self) -> bool:
@@ -277,7 +283,7 @@ def _replace_with(rows: Tensor) -> Callable[[Tensor], Tensor]:
 
 def check_options(*, score: str, batch_size: BatchSize) -> None:
     """Raise OptionError for a score or batch_size the ReciproCAM methods do not take."""
-    one_of("score", score, ("softmax", "logit"))
+    one_of("score", score, ("softmax", "logit", "sigmoid"))
     if batch_size != "all" and (
         batch_size is not None
         and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1)
@@ -290,7 +296,7 @@ def check_options(*, score: str, batch_size: BatchSize) -> None:
 def score_maps(masked_logits: Tensor, score: Score, batch: int, size: tuple[int, ...]) -> Tensor:
     """(B, N, h, w) class scores from the (B*K, N) logits of image-major masked copies."""
     logits = masked_logits.to(torch.promote_types(masked_logits.dtype, torch.float32))
-    scores = class_probabilities(logits) if score == "softmax" else logits
+    scores = logits if score == "logit" else class_probabilities(logits, score == "sigmoid")
     by_position = scores.view(batch, math.prod(size), -1).transpose(1, 2)
     return by_position.reshape(batch, -1, *size)
 

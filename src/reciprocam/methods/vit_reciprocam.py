@@ -74,7 +74,7 @@ class ViTReciproCAM(ClassScoreExplainer):
         mask: "gaussian" (the paper's 3x3 token mask) or "token" (one patch).
         cls_token: keep the prefix tokens in the masked copies (the paper) or zero them.
         mask_residual: also mask the block's skip connection (openvino_xai's variant).
-        score: "softmax" (the paper) or "logit".
+        score: "softmax" (the paper), "logit" or "sigmoid" (multi-label).
         batch_size: masked copies per pass; None fits them in 256 MiB of activations, "all"
             runs every copy in one pass (as the exported ONNX graph does).
         upsample: maps at the input size (True) or the patch-grid size (False).
@@ -138,6 +138,10 @@ class ViTReciproCAM(ClassScoreExplainer):
         )
         self._head_tokens[layer] = grid.prefix if prefix_only else grid.prefix + grid.positions
         return [layer]
+
+    @property
+    def multilabel(self) -> bool:
+        return self.score == "sigmoid"
 
     def _class_scores(self, x: Tensor) -> tuple[Tensor, Tensor]:
         layer = self.target_layer

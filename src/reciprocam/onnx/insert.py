@@ -229,13 +229,13 @@ def insert_reciprocam(
         path_out: the file to write (atomically).
         target_node: the node (or tensor) name of the feature map to explain; None takes the
             last (B, C, H, W) tensor through which alone the input reaches the logits.
-        score: "softmax" (the paper) or "logit".
+        score: "softmax" (the paper), "logit" or "sigmoid" (multi-label).
         mask: "pixel" (the paper) or "gaussian" (the 3x3 mask).
 
     Raises LayerError when no such spatial tensor exists or the named one is not a cut, and
     ModelError for files that are not a single-input classifier.
     """
-    one_of("score", score, ("softmax", "logit"))
+    one_of("score", score, ("softmax", "logit", "sigmoid"))
     one_of("mask", mask, ("pixel", "gaussian"))
     onnx = require_onnx()
     source = Path(path_in)
@@ -319,7 +319,7 @@ def insert_reciprocam(
         copies.append(node)
 
     scores = renamed[logits]
-    if score == "softmax" and classes == 1:  # a one-logit binary head's softmax: its sigmoid
+    if score == "sigmoid" or (score == "softmax" and classes == 1):  # see class_probabilities
         scores = builder.node("Sigmoid", [scores])
     elif score == "softmax":
         scores = builder.node("Softmax", [scores], axis=-1)

@@ -100,7 +100,10 @@ class OnnxExplainer:
         maps = class_maps[torch.arange(batch.shape[0]), chosen]
         if maps.shape[-2:] != batch.shape[-2:]:
             maps = upsample_maps(maps, (batch.shape[2], batch.shape[3]))
-        return Explanation(maps=maps, targets=chosen, logits=logits, class_maps=class_maps)
+        multilabel = self.metadata is not None and self.metadata.options.get("score") == "sigmoid"
+        return Explanation(
+            maps=maps, targets=chosen, logits=logits, class_maps=class_maps, multilabel=multilabel
+        )
 
     def __call__(self, x: Tensor | np.ndarray, targets: Targets = None) -> Tensor:
         return self.explain(x, targets).maps
