@@ -140,7 +140,8 @@ def calibrate(model: nn.Module, size: tuple[int, int]) -> None:
 
 def logits_of(output: object) -> Tensor:
     logits = getattr(output, "logits", output)
-    assert isinstance(logits, Tensor)
+    if not isinstance(logits, Tensor):
+        raise TypeError(f"it returns {type(output).__name__}, which holds no logits")
     return logits
 
 

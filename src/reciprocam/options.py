@@ -27,6 +27,7 @@ def positive_or_none(name: str, value: int | None) -> int | None:
 def one_of(name: str, value: _T, allowed: Collection[_T]) -> _T:
     """`value` if it is one of `allowed`."""
     if value not in allowed:
-        choices = " or ".join(repr(a) for a in allowed)
+        names = [repr(a) for a in allowed]
+        choices = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
         raise OptionError(f"{name} must be {choices}, not {value!r}")
     return value
