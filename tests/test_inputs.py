@@ -95,7 +95,10 @@ def test_per_image_targets_pick_each_images_class_map(cam):
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"score": "probability"}, r"score must be 'softmax', 'logit' or 'sigmoid', not 'probability'"),
+        (
+            {"score": "probability"},
+            r"score must be 'softmax', 'logit' or 'sigmoid', not 'probability'",
+        ),
         ({"mask": "box"}, r"mask must be 'pixel' or 'gaussian', not 'box'"),
         ({"batch_size": 0}, r'batch_size must be a positive integer, "all" or None, not 0'),
         ({"batch_size": 2.5}, r'batch_size must be a positive integer, "all" or None, not 2.5'),

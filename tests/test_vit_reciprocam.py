@@ -211,7 +211,9 @@ def test_errors():
         ViTReciproCAM(tiny_timm(), "blocks.1.mlp")
     with pytest.raises(OptionError, match=r"mask must be 'gaussian' or 'token', not 'pixel'"):
         ViTReciproCAM(tiny_timm(), mask="pixel")
-    with pytest.raises(OptionError, match=r"score must be 'softmax', 'logit' or 'sigmoid', not 'prob'"):
+    with pytest.raises(
+        OptionError, match=r"score must be 'softmax', 'logit' or 'sigmoid', not 'prob'"
+    ):
         ViTReciproCAM(tiny_timm(), score="prob")
 
 
