@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import OutputError
-from .images import IMAGE_SUFFIXES, WRITTEN
+from .images import IMAGE_SUFFIXES, WRITTEN, written_names
 
 
 def make_folder(folder: Path) -> Path:
@@ -85,11 +85,6 @@ def _mode_for(path: Path) -> int:
 
 
 def _list_as_written(path: Path) -> None:
-    listing = path.parent / WRITTEN
-    try:
-        names = listing.read_text(encoding="utf-8").splitlines() if listing.exists() else []
-    except (OSError, UnicodeDecodeError):
-        names = []
-    if path.name not in names:
-        with listing.open("a", encoding="utf-8") as handle:
+    if path.name not in written_names(path.parent):
+        with (path.parent / WRITTEN).open("a", encoding="utf-8") as handle:
             handle.write(f"{path.name}\n")

@@ -50,15 +50,17 @@ def folder_images(folder: Path, *, recursive: bool = True) -> list[Path]:
     """The image files in `folder` (and below it), sorted, less those reciprocam wrote."""
     candidates = folder.rglob("*") if recursive else folder.iterdir()
     images = [p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
-    written: dict[Path, set[str]] = {}
-    for parent in {p.parent for p in images}:
-        listing = parent / WRITTEN
-        written[parent] = (
-            set(listing.read_text(encoding="utf-8", errors="replace").splitlines())
-            if listing.is_file()
-            else set()
-        )
+    written = {parent: written_names(parent) for parent in {p.parent for p in images}}
     return sorted(p for p in images if p.name not in written[p.parent])
+
+
+def written_names(folder: Path) -> set[str]:
+    """The names of the images reciprocam wrote into `folder` (its `WRITTEN` listing)."""
+    listing = folder / WRITTEN
+    try:
+        return set(listing.read_text(encoding="utf-8", errors="replace").splitlines())
+    except OSError:  # no listing (or an unreadable one): nothing is known to be ours
+        return set()
 
 
 def load_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> Image.Image:

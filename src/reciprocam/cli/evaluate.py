@@ -27,6 +27,7 @@ from ..evaluation.distributed import local_device, process_group
 from ..evaluation.report import REPORT_FILE, table_cells
 from ..files import writable_folder
 from ..metrics import MetricOptions, metric_info, metric_names, resolve_metric_names
+from ..metrics.causal import check_steps
 from ..registry import canonical_name, methods
 from ..registry import explainer as build_explainer
 from ..zoo import LoadedModel, load_model
@@ -179,13 +180,8 @@ def run(arguments: argparse.Namespace) -> int:
     with process_group(device) as shard:
         torch.manual_seed(arguments.seed)
         loaded = _load(arguments)
-        pixels = loaded.preprocessing.crop**2
-        if arguments.steps is not None and arguments.steps > pixels:
-            raise OptionError(
-                f"--steps {arguments.steps} is more than the {pixels} pixels of the model's"
-                f" {loaded.preprocessing.crop}x{loaded.preprocessing.crop} input; give at most"
-                f" {pixels}"
-            )
+        crop = loaded.preprocessing.crop
+        check_steps(arguments.steps, crop, crop)  # before any image is explained
         samples = read_dataset(arguments.data, loaded.categories)
         ground_truth = _ground_truth(arguments, loaded, samples)
         chosen = _methods(arguments.methods)

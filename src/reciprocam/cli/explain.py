@@ -11,8 +11,8 @@ from typing import Any
 import matplotlib
 import torch
 
-from ..errors import OptionError, TargetError
-from ..explainer import Explainer
+from ..errors import OptionError
+from ..explainer import Explainer, check_target_range
 from ..files import make_folder, writable_folder
 from ..images import find_images
 from ..onnx import OnnxExplainer
@@ -160,11 +160,8 @@ def run(arguments: argparse.Namespace) -> int:
     )
     target = class_index(arguments.target_class, categories)
     make_folder(arguments.output)
-    if target is not None and categories and not 0 <= target < len(categories):
-        raise TargetError(
-            f"class {target} is out of range: the model has {len(categories)} classes"
-            f" (0 to {len(categories) - 1})"
-        )
+    if target is not None and categories:
+        check_target_range(torch.tensor([target]), len(categories))
     skipped = 0
     with explainer:
         results = explain_photos(

@@ -65,11 +65,11 @@ def read_dataset(source: Path, categories: Sequence[str]) -> list[Sample]:
 
 def _read_folder(root: Path, categories: Sequence[str]) -> list[Sample]:
     samples = [Sample(p.name, p) for p in folder_images(root, recursive=False)]
-    classes = sorted(
-        p
-        for p in root.iterdir()
-        if p.is_dir() and not p.name.startswith(".") and not _only_written(p)
-    )
+    folders = {
+        p: folder_images(p) for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+    }
+    # A folder that only holds an earlier run's outputs is not a class.
+    classes = sorted(p for p, images in folders.items() if images or not (p / WRITTEN).is_file())
     lowered = [name.lower() for name in categories]
     for position, folder in enumerate(classes):
         if folder.name.isdigit() and int(folder.name) < len(categories):
@@ -79,14 +79,9 @@ def _read_folder(root: Path, categories: Sequence[str]) -> list[Sample]:
         else:
             label = position
         samples.extend(
-            Sample(path.relative_to(root).as_posix(), path, label) for path in folder_images(folder)
+            Sample(path.relative_to(root).as_posix(), path, label) for path in folders[folder]
         )
     return samples
-
-
-def _only_written(folder: Path) -> bool:
-    """Whether `folder` is a reciprocam output folder holding no images of the user's."""
-    return (folder / WRITTEN).is_file() and not folder_images(folder)
 
 
 def _read_list(listing: Path, categories: Sequence[str]) -> list[Sample]:

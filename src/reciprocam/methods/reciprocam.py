@@ -253,9 +253,11 @@ class _MaskedCopies:
             row_bytes //= self.positions
         else:  # the rest may attend over the grid (a transformer's blocks, in any layout)
             row_bytes *= attention_factor(layout.prefix + self.positions)
-        per_pass = rows_per_pass(batch_size, row_bytes)
-        if whole_network and batch_size is None:
-            per_pass = min(automatic_rows(row_bytes), WHOLE_NETWORK_ROWS)
+        per_pass = (
+            min(automatic_rows(row_bytes), WHOLE_NETWORK_ROWS)
+            if whole_network and batch_size is None
+            else rows_per_pass(batch_size, row_bytes)
+        )
         self.passes = row_passes(batch * self.positions, per_pass, features.device)
 
     def unmasked(self) -> Tensor:

@@ -181,7 +181,8 @@ class ViTReciproCAM(ClassScoreExplainer):
             raise ModelError(
                 f"the layers after {self.layout.block_names[self.block]} do not accept a batch"
                 f" of masked copies ({first_line(error)}); the model may reshape with the"
-                " input's batch size: use ReciproCAM with a layer after those reshapes"
+                " input's batch size: use ReciproCAM, which then runs each masked copy with its"
+                " own copy of the input"
             ) from None
 
     def _kept_tokens(self, grid: FeatureLayout, like: Tensor) -> KeptTokens:

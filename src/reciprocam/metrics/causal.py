@@ -30,6 +30,15 @@ BLUR_SIZE = 11
 BLUR_SIGMA = 5.0
 
 
+def check_steps(steps: int | None, height: int, width: int) -> None:
+    """OptionError if `steps` asks for more steps than an image of height x width has pixels."""
+    if steps is not None and steps > height * width:
+        raise OptionError(
+            f"steps={steps} is more than the {height * width} pixels of a {height}x{width}"
+            f" image; give at most {height * width}"
+        )
+
+
 class _CausalMetric(Metric):
     """A probability curve per image, from `base` towards `filler` in saliency order."""
 
@@ -61,11 +70,7 @@ class _CausalMetric(Metric):
 
     def pixel_counts(self, height: int, width: int) -> Tensor:
         """(n + 1,) how many top pixels are changed after each step t = 0..n."""
-        if self.steps is not None and self.steps > height * width:
-            raise OptionError(
-                f"steps={self.steps} is more than the {height * width} pixels of a"
-                f" {height}x{width} image; give at most {height * width}"
-            )
+        check_steps(self.steps, height, width)
         pixels = height * width
         if self.steps is not None:
             return torch.tensor([t * pixels // self.steps for t in range(self.steps + 1)])
