@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import threading
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -128,39 +129,82 @@ def removing(*handles: RemovableHandle) -> Iterator[None]:
             handle.remove()
 
 
-def class_scores(output: object) -> Tensor:
-    """The (batch, classes) logits in a model's output: a tensor, `.logits`, or `["logits"]`."""
-    logits = output
-    if isinstance(output, Mapping) and "logits" in output:
-        logits = output["logits"]
-    elif not isinstance(output, Tensor) and isinstance(getattr(output, "logits", None), Tensor):
-        logits = output.logits  # type: ignore[attr-defined]
-    if not isinstance(logits, Tensor) or logits.ndim != 2:
-        found = tuple(logits.shape) if isinstance(logits, Tensor) else type(output).__name__
-        hint = (
-            ": wrap the model so that its forward returns the one output to explain"
-            if isinstance(output, (tuple, list))
-            else " (a classifier's logits)"
-        )
+OutputPart = str | int | Callable[[Any], Tensor] | None
+"""Which part of a model's output is explained: None (the rule of `explained_output`), a key
+or attribute name, a sequence index, or a function of the output."""
+
+_PART: ContextVar[OutputPart] = ContextVar("reciprocam_output_part", default=None)
+
+
+@contextmanager
+def reading_output(part: OutputPart) -> Iterator[None]:
+    """Within the block, `explained_output` reads `part` of every model output."""
+    token = _PART.set(part)
+    try:
+        yield
+    finally:
+        _PART.reset(token)
+
+
+def explained_output(output: object) -> Tensor:
+    """The part of a model's output that is explained, by one rule (or the block's
+    `reading_output` part):
+
+    a tensor is itself; a mapping gives its "logits", else its "out" (torchvision's
+    segmentation models, whose "aux" is a training head), else its only tensor; an object
+    gives its `.logits` (Hugging Face); a tuple or list gives its first element.
+    """
+    part = _PART.get()
+    if part is None:
+        found = _by_rule(output)
+    elif callable(part):
+        found = part(output)
+    elif isinstance(part, int):
+        found = output[part] if isinstance(output, (tuple, list)) else None
+    elif isinstance(output, Mapping):
+        found = output.get(part)
+    else:
+        found = getattr(output, part, None)
+    if not isinstance(found, Tensor) or found.ndim < 2:
+        shape = tuple(found.shape) if isinstance(found, Tensor) else type(output).__name__
+        where = "" if part is None else f" (output={part!r})"
         raise ModelError(
-            f"the model returned {found}; explaining needs class scores of shape"
-            f" (batch, classes){hint}"
+            f"the model returned {shape}{where}; explaining needs a (batch, ...) tensor of"
+            " scores: name the part to explain with output= (a key, an attribute, an index or"
+            " a function of the output)"
         )
-    return logits
+    return found
+
+
+def _by_rule(output: object) -> object:
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, Mapping):
+        for key in ("logits", "out"):
+            if key in output:
+                return output[key]
+        tensors = [v for v in output.values() if isinstance(v, Tensor)]
+        return tensors[0] if len(tensors) == 1 else output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, Tensor):
+        return logits
+    if isinstance(output, (tuple, list)) and output:
+        return output[0]
+    return output
 
 
 def class_probabilities(logits: Tensor, multilabel: bool = False) -> Tensor:
-    """(..., N) probabilities of (..., N) logits: the softmax over the classes; each class's
+    """(B, N, ...) probabilities of (B, N, ...) logits: the softmax over the classes; each class's
     own sigmoid for a multi-label head; for a one-logit binary head (N = 1), sigmoid(z) =
     softmax([0, z])[1], its class's probability (a softmax over one class would be 1 whatever
     the image)."""
-    if multilabel or logits.shape[-1] == 1:
+    if multilabel or logits.shape[1] == 1:
         return logits.sigmoid()
-    return logits.softmax(dim=-1)
+    return logits.softmax(dim=1)
 
 
-def model_scores(model: nn.Module, x: Tensor) -> Tensor:
-    """The (batch, classes) logits of `model(x)`; the model refusing x is an InputError.
+def model_output(model: nn.Module, x: Tensor) -> Tensor:
+    """The explained output of `model(x)`; the model refusing x is an InputError.
 
     Models check their own input (a ViT's fixed size, a convolution's channel count) with
     assertions and errors of every type: their first line says what the model expects.
@@ -173,7 +217,7 @@ def model_scores(model: nn.Module, x: Tensor) -> Tensor:
         raise InputError(
             f"the model failed on an input of shape {tuple(x.shape)}: {first_line(error)}"
         ) from None
-    return class_scores(output)
+    return explained_output(output)
 
 
 def check_finite_logits(logits: Tensor, x: Tensor) -> Tensor:

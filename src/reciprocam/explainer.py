@@ -10,54 +10,61 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from dataclasses import dataclass
-from numbers import Integral
 from types import TracebackType
 from typing import TypeVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._model import (
+    OutputPart,
     check_finite_logits,
     check_hookable,
     check_input,
     class_probabilities,
     eager,
     evaluation_mode,
-    model_scores,
+    model_output,
+    reading_output,
     restoring_attributes,
     structure_key,
 )
-from .errors import ModelError, TargetError
+from .errors import ModelError
 from .layers import LayerSpecs, TargetLayer
+from .targets import BoundTarget, Target, TargetSpec, as_target
 
 _Self = TypeVar("_Self", bound="Explainer")
 
 # Input sizes whose resolved layers an explainer keeps (the oldest is dropped first).
 _RESOLVED_SIZES = 16
 
-Targets = int | Sequence[int] | Tensor | np.ndarray | None
-"""Classes to explain: None (each image's top-1), one class for all images, or one per image."""
+Targets = TargetSpec
+"""What to explain (`reciprocam.targets`): classes (None: each image's top-1; an int; one per
+image; a list per image), "all", a Target (Region, TopClasses, Similarity, ...) or a function."""
 
 
 @dataclass(frozen=True)
 class Explanation:
-    """Everything one call computes for a batch of B images and N classes.
+    """Everything one call computes for a batch of B images and T targets per image.
 
-    maps: (B, H, W) target-class maps in [0, 1], at the input size if upsampled, else (B, h, w).
-    targets: (B,) the explained class of each image.
-    logits: (B, N) the model's output on the unmodified images.
-    scores: (B, N, h, w) raw maps of every class, for methods whose one computation gives them
-        all (ReciproCAM, ViT-ReciproCAM, CAM, Score-CAM, Ablation-CAM, RISE); else None.
-    class_maps: (B, N, h, w) `scores` min-max normalised per image and class, or None.
-    attributions: (B, C, H, W) signed pixel attributions (Guided Backprop and the guided
-        CAMs), whose channel-wise largest magnitude makes `maps`; else None.
+    maps: the targets' maps in [0, 1], at the input size if upsampled (else the feature grid's):
+        (B, H, W) for one target per image, (B, T, H, W) for stacked targets (several classes
+        per image, TopClasses, a list of references...).
+    targets: (B,) or (B, T) what each map explains: its class, output index or number.
+    logits: the model's explained output on the unmodified images: (B, N) logits of a
+        classifier, (B, N, H, W) of a segmenter, (B, D) of an embedder.
+    scores: raw maps of everything the method's one computation gives, for the forward-only
+        methods (ReciproCAM, ViT-ReciproCAM, CAM, Score-CAM, Ablation-CAM, RISE): (B, N, h, w)
+        of every class for class targets, (B, T, h, w) of the targets otherwise; else None.
+    class_maps: `scores` min-max normalised per image and map, or None.
+    attributions: signed pixel attributions, (B, C, H, W) or (B, T, C, H, W) (Guided
+        Backprop and the guided CAMs), whose channel-wise largest magnitude makes `maps`.
     multilabel: the classes are independent (score="sigmoid"): `probabilities` are each
         logit's sigmoid, not a softmax.
+    target: the target bound to this batch; `target(output, images, scale)` scores any
+        outputs of these images as the maps explain them (the metrics use it).
     """
 
     maps: Tensor
@@ -67,15 +74,16 @@ class Explanation:
     class_maps: Tensor | None = None
     attributions: Tensor | None = None
     multilabel: bool = False
+    target: BoundTarget | None = None
 
     @property
     def predictions(self) -> Tensor:
-        """(B,) the top-1 class of each image."""
+        """The top-1 class of each image, (B,), or of each pixel of a segmentation, (B, H, W)."""
         return self.logits.argmax(dim=1)
 
     @property
     def probabilities(self) -> Tensor:
-        """(B, N) class probabilities: the softmax of the logits, or their sigmoids for a
+        """Class probabilities over axis 1: the softmax of the logits, or their sigmoids for a
         multi-label head or a one-logit binary one (`class_probabilities`)."""
         return class_probabilities(self.logits, self.multilabel)
 
@@ -84,11 +92,11 @@ class Explanation:
 class Evidence:
     """What a method computes for a batch, before the base normalises it."""
 
-    logits: Tensor  # (B, N)
-    targets: Tensor  # (B,)
-    maps: Tensor  # (B, h, w) raw maps of the targets
-    scores: Tensor | None = None  # (B, N, h, w) raw maps of every class
-    attributions: Tensor | None = None  # (B, C, H, W)
+    logits: Tensor  # (B, ...) the explained output of the unmodified images
+    target: BoundTarget  # bound to that output
+    maps: Tensor  # (B, T, h, w) raw maps of the targets
+    scores: Tensor | None = None  # (B, T', h, w) raw maps of `target.every()`
+    attributions: Tensor | None = None  # (B, T, C, H, W)
 
 
 def normalize_maps(scores: Tensor) -> Tensor:
@@ -129,61 +137,10 @@ def warn_if_probabilities(logits: Tensor) -> None:
 
 
 def upsample_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinearly resize (B, h, w) maps to `size`, clipped to [0, 1]."""
-    resized = F.interpolate(maps.unsqueeze(1), size=size, mode="bilinear", align_corners=False)
-    return resized.squeeze(1).clamp(0.0, 1.0)
-
-
-def parse_targets(targets: Targets, batch: int) -> Tensor | None:
-    """Check the form of `targets` for a batch; the class range is checked once N is known."""
-    if targets is None:
-        return None
-    if isinstance(targets, np.ndarray):
-        targets = torch.from_numpy(targets)
-    if isinstance(targets, Tensor):
-        if targets.is_floating_point() or targets.is_complex() or targets.dtype == torch.bool:
-            raise TargetError(f"targets must be integer class indices, not {targets.dtype}")
-        if targets.ndim > 1:
-            raise TargetError(
-                f"targets must be one class or one per image, got shape {tuple(targets.shape)}"
-            )
-        values = targets.reshape(-1).tolist()
-        scalar = targets.ndim == 0
-    elif isinstance(targets, Integral) and not isinstance(targets, bool):
-        values, scalar = [int(targets)], True
-    elif isinstance(targets, Sequence) and not isinstance(targets, str):
-        values, scalar = list(targets), False
-    else:
-        raise TargetError(
-            "targets must be None, a class index or one index per image,"
-            f" not {type(targets).__name__}"
-        )
-    if any(isinstance(v, bool) or not isinstance(v, Integral) for v in values):
-        raise TargetError(f"targets must be integer class indices, got {values!r}")
-    if scalar:
-        values = values * batch
-    elif len(values) != batch:
-        raise TargetError(
-            f"got {len(values)} targets for a batch of {batch} images; give one per image"
-        )
-    return torch.tensor(values, dtype=torch.long)
-
-
-def check_target_range(targets: Tensor, classes: int) -> None:
-    """Raise TargetError unless every target is a valid class index in [0, classes)."""
-    bad = [int(t) for t in targets if not 0 <= int(t) < classes]
-    if bad:
-        raise TargetError(
-            f"class {bad[0]} is out of range: the model has {classes} classes (0 to {classes - 1})"
-        )
-
-
-def choose_targets(logits: Tensor, requested: Tensor | None) -> Tensor:
-    """The requested targets, checked against the number of classes, or each row's top-1."""
-    if requested is None:
-        return logits.argmax(dim=1)
-    check_target_range(requested, logits.shape[1])
-    return requested.to(logits.device)
+    """Bilinearly resize (..., h, w) maps to `size`, clipped to [0, 1]."""
+    flat = maps.reshape(-1, 1, *maps.shape[-2:])
+    resized = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
+    return resized.view(*maps.shape[:-2], *size).clamp(0.0, 1.0)
 
 
 class Explainer(ABC):
@@ -203,10 +160,16 @@ class Explainer(ABC):
     """
 
     def __init__(
-        self, model: nn.Module, target_layer: LayerSpecs = None, *, upsample: bool = True
+        self,
+        model: nn.Module,
+        target_layer: LayerSpecs = None,
+        *,
+        upsample: bool = True,
+        output: OutputPart = None,
     ) -> None:
         self.model = model
         self.upsample = upsample
+        self.output = output
         self._layer_spec = target_layer
         self._layers: list[TargetLayer] | None = None
         self._resolved: dict[tuple[object, ...], list[TargetLayer]] = {}
@@ -237,18 +200,19 @@ class Explainer(ABC):
         return self._layers[0] if self._layers else None
 
     def __call__(self, x: Tensor, targets: Targets = None) -> Tensor:
-        """(B, H, W) maps in [0, 1] of the target classes, on x's device."""
+        """The targets' maps in [0, 1] ((B, H, W), or (B, T, H, W) when stacked), on x's device."""
         return self.explain(x, targets).maps
 
     def explain(self, x: Tensor, targets: Targets = None) -> Explanation:
         """Explain a (B, C, H, W) batch: maps, targets, logits, and what else the method gives."""
         x = check_input(x, self.model)
-        requested = parse_targets(targets, x.shape[0])
-        with evaluation_mode(self.model), eager():
+        target = as_target(targets)
+        with evaluation_mode(self.model), eager(), reading_output(self.output):
             self._layers = self._layers_for(x)
-            evidence = self._explain(x, requested)
+            evidence = self._explain(x, target)
         check_finite(evidence, type(self).__name__, x)
-        if not self.multilabel:
+        bound = evidence.target
+        if not self.multilabel and bound.reads_classes and evidence.logits.ndim == 2:
             warn_if_probabilities(evidence.logits)
         with torch.inference_mode():
             maps = normalize_maps(evidence.maps.detach())
@@ -256,17 +220,21 @@ class Explainer(ABC):
                 maps = upsample_maps(maps, (x.shape[2], x.shape[3]))
             scores = evidence.scores
             class_maps = None if scores is None else normalize_maps(scores)
+        attributions = evidence.attributions
+        indices = bound.indices
+        if not bound.stacked:  # one target per image: (B, ...) without the T axis
+            maps, indices = maps[:, 0], indices[:, 0]
+            attributions = None if attributions is None else attributions[:, 0]
         # Clones made outside inference mode are ordinary tensors the caller may modify freely.
         return Explanation(
             maps=maps.clone(),
-            targets=evidence.targets.detach().clone(),
+            targets=indices.detach().to(x.device).clone(),
             logits=evidence.logits.detach().clone(),
             scores=None if scores is None else scores.detach().clone(),
             class_maps=None if class_maps is None else class_maps.clone(),
-            attributions=None
-            if evidence.attributions is None
-            else evidence.attributions.detach().clone(),
+            attributions=None if attributions is None else attributions.detach().clone(),
             multilabel=self.multilabel,
+            target=bound,
         )
 
     def _layers_for(self, x: Tensor) -> list[TargetLayer]:
@@ -287,13 +255,13 @@ class Explainer(ABC):
 
     def _resolve(self, image: Tensor) -> list[TargetLayer]:
         """The target layers, found and checked on one image. By default none: the model is
-        run once on the image, so that an input it refuses is an InputError (`model_scores`)."""
-        model_scores(self.model, image)
+        run once on the image, so that an input it refuses is an InputError (`model_output`)."""
+        model_output(self.model, image)
         return []
 
     @abstractmethod
-    def _explain(self, x: Tensor, requested: Tensor | None) -> Evidence:
-        """The logits, targets and raw maps of a batch (targets: requested, else top-1)."""
+    def _explain(self, x: Tensor, target: Target) -> Evidence:
+        """The explained output, the target bound to it and the raw maps of a batch."""
 
     def close(self) -> None:
         """Forget the resolved layers and any cached state."""
@@ -313,15 +281,14 @@ class Explainer(ABC):
 
 
 class ClassScoreExplainer(Explainer):
-    """A method whose one computation gives a raw map of every class, without gradients."""
+    """A method whose one forward computation scores every target, without gradients."""
 
-    def _explain(self, x: Tensor, requested: Tensor | None) -> Evidence:
+    def _explain(self, x: Tensor, target: Target) -> Evidence:
         with torch.inference_mode():
-            logits, scores = self._class_scores(x)
-            targets = choose_targets(logits, requested)
-            maps = scores[torch.arange(x.shape[0], device=x.device), targets]
-        return Evidence(logits, targets, maps, scores)
+            logits, bound, scores = self._target_scores(x, target)
+            return Evidence(logits, bound, bound.pick(scores), scores)
 
     @abstractmethod
-    def _class_scores(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """(B, N) logits of the unmodified input and (B, N, h, w) raw maps of every class."""
+    def _target_scores(self, x: Tensor, target: Target) -> tuple[Tensor, BoundTarget, Tensor]:
+        """The explained output of the unmodified input, the target bound to it, and the
+        (B, T', h, w) raw maps of the bound target's `every()`."""

@@ -21,8 +21,8 @@ from torch import Tensor, nn
 
 from ._model import (
     check_finite_logits,
-    class_scores,
-    model_scores,
+    explained_output,
+    model_output,
     probe_noise,
     removing,
     same_output,
@@ -148,7 +148,7 @@ def run_tapped(
 ) -> Tensor:
     """Run `model(x)` with `on_output` tapping `layer`; return the (batch, classes) logits."""
     with LayerTap(layer, on_output):
-        return class_scores(model(x))
+        return explained_output(model(x))
 
 
 @dataclass(frozen=True)
@@ -199,7 +199,7 @@ def _probe(model: nn.Module, x: Tensor) -> tuple[list[_Call], Tensor]:
 
     handles = [m.register_forward_hook(recorder(n)) for n, m in model.named_modules() if n]
     with removing(*handles):
-        logits = model_scores(model, x)
+        logits = model_output(model, x)
     return calls, check_finite_logits(logits, x)
 
 
@@ -369,6 +369,10 @@ def _automatic_layer(
 ) -> TargetLayer:
     """The last spatial layer that alone determines the prediction, on whose grid it depends.
 
+    For a model whose output is itself a grid (a segmenter), the search runs inside its encoder
+    (`_encoder_name`) when it has one: the decoder's layers would explain the output with
+    itself.
+
     Once the candidates' grids get finer than a later candidate's that failed (the stem, when
     the last stages are bypassed by class tokens), the search stops with a LayerError: a map
     at the stem would not explain the model's last stages. Grids inside a candidate's module
@@ -376,10 +380,13 @@ def _automatic_layer(
     """
     last_calls = {call.module: call for call in calls}
     channels_first = _only_channels_first(calls)
+    dense = logits.ndim > 2  # a segmenter: the output is a grid too
+    encoder = _encoder_name(model) if dense else None
     spatial = [
         (index, call, layout)
         for index, call in enumerate(calls)
         if last_calls[call.module] is call and not isinstance(call.module, _HEAD_POOLING)
+        if encoder is None or call.name.startswith(f"{encoder}.")
         for layout in [_spatial_layout(call, x, requested, channels_first)]
         if layout is not None
     ]
@@ -387,7 +394,9 @@ def _automatic_layer(
     coarsest: tuple[TargetLayer, int] | None = None  # the coarsest later grid, which failed
     for _, call, layout in reversed(spatial):
         layer = TargetLayer(call.name, call.module, call.index, layout)
-        if coarsest is not None and layout.positions > coarsest[1]:
+        # A segmenter's encoder gets finer towards the input; a finer stage that alone
+        # determines the output (LRASPP's, under its skip) is its answer.
+        if coarsest is not None and layout.positions > coarsest[1] and not dense:
             raise LayerError(
                 f"{type(model).__name__}'s last grid, '{coarsest[0]}', is not the only path to"
                 " its prediction (class tokens or a branch bypass it), and the layers before it"
@@ -406,6 +415,18 @@ def _automatic_layer(
         " (channels-first, channels-last or tokens on a grid) that alone determines the"
         " prediction; pass target_layer with a layer name"
     )
+
+
+_ENCODER_NAMES = ("backbone", "encoder")
+
+
+def _encoder_name(model: nn.Module) -> str | None:
+    """The dotted name of a segmenter's encoder: its first submodule named `backbone`
+    (torchvision) or `encoder` (segmentation_models_pytorch, Hugging Face, U-Nets), or None."""
+    for name, _ in model.named_modules():
+        if name.rsplit(".", 1)[-1] in _ENCODER_NAMES:
+            return name
+    return None
 
 
 def _grid_matters(model: nn.Module, x: Tensor, logits: Tensor, layer: TargetLayer) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ._model import class_scores, model_scores, probe_noise, removing, same_output
+from ._model import explained_output, model_output, probe_noise, removing, same_output
 from .errors import LayerError, ModelError, OptionError
 from .layout import FeatureLayout, token_layout
 
@@ -164,7 +164,7 @@ def token_grid(model: nn.Module, layout: ViTLayout, block: int, image: Tensor) -
         layout.blocks[block].register_forward_pre_hook(block_hook, with_kwargs=True),
         layout.norm1(block).register_forward_hook(norm_hook),
     ):
-        model_scores(model, image)
+        model_output(model, image)
     tokens = shapes.get("tokens", ())
     if len(tokens) != 3 or norm_calls[0] != 1:
         raise ModelError(
@@ -201,11 +201,11 @@ def head_reads_prefix_only(
     def prefix_only(module: nn.Module, inputs: object, output: Tensor) -> Tensor:
         return output[:, : grid.prefix]
 
-    reference = class_scores(model(image))
+    reference = explained_output(model(image))
     for hook in (with_noise, prefix_only):
         try:
             with removing(layout.blocks[-1].register_forward_hook(hook)):
-                changed = class_scores(model(image))
+                changed = explained_output(model(image))
         except Exception:  # a head that fails without the patch tokens reads them
             return False
         if not same_output(changed, reference):

@@ -12,7 +12,7 @@ import matplotlib
 import torch
 
 from ..errors import OptionError
-from ..explainer import Explainer, check_target_range
+from ..explainer import Explainer
 from ..files import make_folder, writable_folder
 from ..images import find_images
 from ..onnx import OnnxExplainer

@@ -171,7 +171,8 @@ def _evaluate_method(
         truth = _ground_truth_masks(samples, sizes, chosen, loaded, ground_truth, images.shape[-1])
         truth = truth.to(images.device)
     suite.reset()
-    values = suite.update(images, explanation.maps, explanation.targets, truth)
+    score: Scale = "sigmoid" if explanation.multilabel else "softmax"
+    values = suite.update(images, explanation.maps, explanation.target, truth, score=score)
     deletion, insertion = suite.curves("deletion"), suite.curves("insertion")
     probabilities = explanation.probabilities.float().cpu()
     rows = []
@@ -206,7 +207,7 @@ def _timed_explanation(
     if on_gpu:
         torch.cuda.synchronize(images.device)
     began = time.perf_counter()
-    explanation = explainer.explain(images, targets)  # type: ignore[arg-type]
+    explanation = explainer.explain(images, targets)
     if on_gpu:
         torch.cuda.synchronize(images.device)
     return explanation, time.perf_counter() - began

@@ -3,7 +3,8 @@
 For each channel k of the target layer's output, the channel is set to zero on the grid (in
 any layout; a token layout's prefix tokens are kept) and the rest of the network runs: with y^c the
 logit of class c and y_k^c the logit with channel k ablated, w_k^c = (y^c - y_k^c) / y^c and the
-map is ReLU(sum_k w_k^c A_k). Every class comes from the same passes.
+map is ReLU(sum_k w_k^c A_k). Every class (or every target's logit-scale score) comes from the
+same passes.
 
 When the layer is the only path to the prediction (checked on the first call), only the layers
 after it run on the ablated copies, once per `batch_size` copies; otherwise each copy runs the
@@ -20,10 +21,11 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .._model import class_scores
+from .._model import OutputPart, explained_output
 from ..layers import LayerSpecs, TargetLayer, copies_entry, run_tapped
 from ..layout import LayoutSpec
 from ..options import positive_or_none
+from ..targets import BoundTarget
 from .feature_maps import FeatureMapExplainer, Fuse
 from .gradient_cams import safe_divide
 from .reciprocam import WHOLE_NETWORK_ROWS, automatic_rows
@@ -59,15 +61,18 @@ class AblationCAM(FeatureMapExplainer):
         fuse: Fuse = "mean",
         upsample: bool = True,
         layout: LayoutSpec = None,
+        output: OutputPart = None,
     ) -> None:
-        super().__init__(model, target_layer, fuse=fuse, upsample=upsample, layout=layout)
+        super().__init__(
+            model, target_layer, fuse=fuse, upsample=upsample, output=output, layout=layout
+        )
         self.batch_size = positive_or_none("batch_size", batch_size)
         self.progress = progress
         self._head_only: dict[str, bool] = {}
 
     def _resolve(self, image: Tensor) -> list[TargetLayer]:
         layers = super()._resolve(image)
-        logits = class_scores(self.model(image))
+        logits = explained_output(self.model(image))
         self._head_only = {
             layer.name: copies_entry(self.model, image, logits, layer) == "layer"
             for layer in layers
@@ -75,11 +80,11 @@ class AblationCAM(FeatureMapExplainer):
         return layers
 
     def _layer_maps(
-        self, x: Tensor, logits: Tensor, targets: Tensor, layer: TargetLayer,
+        self, x: Tensor, logits: Tensor, target: BoundTarget, layer: TargetLayer,
         activations: Tensor, gradients: Tensor | None,
     ) -> Tensor:  # fmt: skip
         batch, channels = activations.shape[:2]
-        ablated = logits.new_empty(batch, channels, logits.shape[1])
+        ablated = activations.new_empty(batch, channels, target.count, dtype=torch.float32)
         head_only = self._head_only[layer.name]
         step = self.batch_size or (
             automatic_rows(activations[0].numel() * activations.element_size())
@@ -93,6 +98,8 @@ class AblationCAM(FeatureMapExplainer):
             source = x[image : image + 1]
             inputs = source if head_only else source.expand(len(indices), *source.shape[1:])
             replace = partial(ablate, layer=layer, channels=indices)
-            ablated[image, indices] = run_tapped(self.model, inputs, layer, replace)
-        weights = safe_divide(logits[:, None, :] - ablated, logits[:, None, :].expand_as(ablated))
+            output = run_tapped(self.model, inputs, layer, replace)
+            ablated[image, indices] = target(output, torch.full_like(indices, image))
+        original = target(logits, torch.arange(batch, device=x.device))[:, None, :]
+        weights = safe_divide(original - ablated, original.expand_as(ablated)).to(activations)
         return torch.relu(torch.einsum("bkn,bkhw->bnhw", weights, activations))

@@ -15,8 +15,9 @@ import torch
 from torch import Tensor, nn
 
 from .._model import same_output
-from ..errors import ModelError
+from ..errors import ModelError, TargetError
 from ..layers import TargetLayer
+from ..targets import BoundTarget, OutputIndex
 from .feature_maps import FeatureMapExplainer
 
 
@@ -30,12 +31,15 @@ class CAM(FeatureMapExplainer):
         layers = super()._resolve(image)
         if len(layers) != 1:
             raise ModelError("CAM reads one layer, the one the classifier pools; give one")
-        activations, _, logits, _ = self._tapped_pass(layers, image, None, gradients=False)
+        activations, _, logits, _ = self._tapped_pass(
+            layers, image, OutputIndex(0), gradients=False
+        )
         pooled = activations[0].mean(dim=(2, 3))
         linear = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
         for module in reversed(linear):
             if (
-                module.in_features == pooled.shape[1]
+                logits.ndim == 2
+                and module.in_features == pooled.shape[1]
                 and module.out_features == logits.shape[1]
                 and same_output(module(pooled), logits)
             ):
@@ -48,8 +52,13 @@ class CAM(FeatureMapExplainer):
         )
 
     def _layer_maps(
-        self, x: Tensor, logits: Tensor, targets: Tensor, layer: TargetLayer,
+        self, x: Tensor, logits: Tensor, target: BoundTarget, layer: TargetLayer,
         activations: Tensor, gradients: Tensor | None,
     ) -> Tensor:  # fmt: skip
         assert self._classifier is not None  # found by _resolve
+        if not target.reads_classes or logits.ndim != 2:
+            raise TargetError(
+                "CAM maps the classes of its linear head only; explain other targets with"
+                " Grad-CAM, which equals CAM on such heads"
+            )
         return torch.einsum("nc,bchw->bnhw", self._classifier.weight, activations)

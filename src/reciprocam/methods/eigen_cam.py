@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..layers import TargetLayer
+from ..targets import BoundTarget
 from .feature_maps import FeatureMapExplainer
 
 
@@ -39,9 +40,10 @@ class EigenCAM(FeatureMapExplainer):
     """Eigen-CAM: the first principal component of the activations (no gradients, no class)."""
 
     uses_gradients: ClassVar[bool] = False
+    class_agnostic: ClassVar[bool] = True
 
     def _layer_maps(
-        self, x: Tensor, logits: Tensor, targets: Tensor, layer: TargetLayer,
+        self, x: Tensor, logits: Tensor, target: BoundTarget, layer: TargetLayer,
         activations: Tensor, gradients: Tensor | None,
     ) -> Tensor:  # fmt: skip
         return principal_projection(activations)
@@ -51,7 +53,7 @@ class EigenGradCAM(FeatureMapExplainer):
     """EigenGrad-CAM: the first principal component of the gradient-weighted activations."""
 
     def _layer_maps(
-        self, x: Tensor, logits: Tensor, targets: Tensor, layer: TargetLayer,
+        self, x: Tensor, logits: Tensor, target: BoundTarget, layer: TargetLayer,
         activations: Tensor, gradients: Tensor | None,
     ) -> Tensor:  # fmt: skip
         assert gradients is not None

@@ -17,10 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._model import autograd_on, class_scores, differentiable, removing
+from .._model import OutputPart, autograd_on, differentiable, explained_output, removing
 from ..errors import ModelError, OptionError
-from ..explainer import Evidence, Explainer, choose_targets
+from ..explainer import Evidence, Explainer
 from ..layers import LayerSpecs, TargetLayer
+from ..targets import Target
+from .feature_maps import target_gradients
 
 
 def effective_bias(module: nn.Module) -> Tensor:
@@ -53,11 +55,16 @@ class FullGrad(Explainer):
     """FullGrad: input gradients and every bias's gradients, aggregated into one map."""
 
     def __init__(
-        self, model: nn.Module, target_layer: LayerSpecs = None, *, upsample: bool = True
+        self,
+        model: nn.Module,
+        target_layer: LayerSpecs = None,
+        *,
+        upsample: bool = True,
+        output: OutputPart = None,
     ) -> None:
         if target_layer is not None:
             raise OptionError("FullGrad uses every bias layer and takes no target_layer")
-        super().__init__(model, None, upsample=upsample)
+        super().__init__(model, None, upsample=upsample, output=output)
 
     def _resolve(self, image: Tensor) -> list[TargetLayer]:
         super()._resolve(image)
@@ -66,7 +73,7 @@ class FullGrad(Explainer):
             raise ModelError("FullGrad needs convolutions with biases or batch norms; found none")
         return layers
 
-    def _explain(self, x: Tensor, requested: Tensor | None) -> Evidence:
+    def _explain(self, x: Tensor, target: Target) -> Evidence:
         records: list[tuple[nn.Module, Tensor]] = []
 
         def record(module: nn.Module, inputs: object, output: Tensor) -> Tensor:
@@ -76,17 +83,25 @@ class FullGrad(Explainer):
         hooks = [layer.module.register_forward_hook(record) for layer in self.target_layers or []]
         with removing(*hooks), autograd_on():
             inputs = differentiable(x)
-            logits = class_scores(self.model(inputs))
-            targets = choose_targets(logits, requested)
-            score = logits.gather(1, targets[:, None]).sum()
-            gradients = torch.autograd.grad(score, [inputs, *(output for _, output in records)])
+            logits = explained_output(self.model(inputs))
+            bound = target.bind(logits.detach())
+            tensors = [inputs, *(output for _, output in records)]
+            per_target = target_gradients(bound, logits, tensors)
         with torch.inference_mode():
-            size = (x.shape[2], x.shape[3])
-            saliency = postprocess(gradients[0] * x).sum(dim=1)
-            for (module, _), gradient in zip(records, gradients[1:], strict=True):
-                bias_term = postprocess(gradient * effective_bias(module)[None, :, None, None])
-                # Upsampling is linear: summing the channels first gives the same map, cheaply.
-                summed = bias_term.sum(dim=1, keepdim=True)
-                upsampled = F.interpolate(summed, size=size, mode="bilinear", align_corners=True)
-                saliency += upsampled[:, 0]
-        return Evidence(logits.detach(), targets, saliency)
+            maps = torch.stack([self._saliency(x, records, g) for g in per_target], dim=1)
+        return Evidence(logits.detach(), bound, maps)
+
+    @staticmethod
+    def _saliency(
+        x: Tensor, records: list[tuple[nn.Module, Tensor]], gradients: tuple[Tensor, ...]
+    ) -> Tensor:
+        """(B, H, W) FullGrad of one target from its input and bias-layer gradients."""
+        size = (x.shape[2], x.shape[3])
+        saliency = postprocess(gradients[0] * x).sum(dim=1)
+        for (module, _), gradient in zip(records, gradients[1:], strict=True):
+            bias_term = postprocess(gradient * effective_bias(module)[None, :, None, None])
+            # Upsampling is linear: summing the channels first gives the same map, cheaply.
+            summed = bias_term.sum(dim=1, keepdim=True)
+            upsampled = F.interpolate(summed, size=size, mode="bilinear", align_corners=True)
+            saliency += upsampled[:, 0]
+        return saliency

@@ -22,10 +22,12 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from .._model import OutputPart
 from ..explainer import Evidence
 from ..layers import LayerSpecs, TargetLayer
 from ..layout import LayoutSpec
 from ..options import positive
+from ..targets import BoundTarget, Target
 from .feature_maps import FeatureMapExplainer, Fuse
 
 
@@ -52,7 +54,7 @@ class GradCAM(FeatureMapExplainer):
     """Grad-CAM: channel weights are the spatial means of the gradients."""
 
     def _layer_maps(
-        self, x: Tensor, logits: Tensor, targets: Tensor, layer: TargetLayer,
+        self, x: Tensor, logits: Tensor, target: BoundTarget, layer: TargetLayer,
         activations: Tensor, gradients: Tensor | None,
     ) -> Tensor:  # fmt: skip
         assert gradients is not None
@@ -63,7 +65,7 @@ class HiResCAM(FeatureMapExplainer):
     """HiResCAM: the element-wise product of gradients and activations, summed over channels."""
 
     def _layer_maps(
-        self, x: Tensor, logits: Tensor, targets: Tensor, layer: TargetLayer,
+        self, x: Tensor, logits: Tensor, target: BoundTarget, layer: TargetLayer,
         activations: Tensor, gradients: Tensor | None,
     ) -> Tensor:  # fmt: skip
         assert gradients is not None
@@ -74,7 +76,7 @@ class XGradCAM(FeatureMapExplainer):
     """XGrad-CAM: channel weights are the gradients averaged with the activations as weights."""
 
     def _layer_maps(
-        self, x: Tensor, logits: Tensor, targets: Tensor, layer: TargetLayer,
+        self, x: Tensor, logits: Tensor, target: BoundTarget, layer: TargetLayer,
         activations: Tensor, gradients: Tensor | None,
     ) -> Tensor:  # fmt: skip
         assert gradients is not None
@@ -88,7 +90,7 @@ class LayerCAM(FeatureMapExplainer):
     """LayerCAM: activations weighted position by position by their positive gradients."""
 
     def _layer_maps(
-        self, x: Tensor, logits: Tensor, targets: Tensor, layer: TargetLayer,
+        self, x: Tensor, logits: Tensor, target: BoundTarget, layer: TargetLayer,
         activations: Tensor, gradients: Tensor | None,
     ) -> Tensor:  # fmt: skip
         assert gradients is not None
@@ -99,7 +101,7 @@ class GradCAMPlusPlus(FeatureMapExplainer):
     """Grad-CAM++: positive gradients weighted by the closed-form alpha of the paper (eq. 19)."""
 
     def _layer_maps(
-        self, x: Tensor, logits: Tensor, targets: Tensor, layer: TargetLayer,
+        self, x: Tensor, logits: Tensor, target: BoundTarget, layer: TargetLayer,
         activations: Tensor, gradients: Tensor | None,
     ) -> Tensor:  # fmt: skip
         assert gradients is not None
@@ -130,8 +132,11 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
         fuse: Fuse = "mean",
         upsample: bool = True,
         layout: LayoutSpec = None,
+        output: OutputPart = None,
     ) -> None:
-        super().__init__(model, target_layer, fuse=fuse, upsample=upsample, layout=layout)
+        super().__init__(
+            model, target_layer, fuse=fuse, upsample=upsample, output=output, layout=layout
+        )
         self.samples = positive("samples", samples)
         self.batch_size = positive("batch_size", batch_size)
         self.std = std
@@ -144,23 +149,29 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
         shape = (x.shape[0] * self.samples, *x.shape[1:])
         return (torch.randn(shape, generator=generator) * self.std).to(x)
 
-    def _explain(self, x: Tensor, requested: Tensor | None) -> Evidence:
+    def _explain(self, x: Tensor, target: Target) -> Evidence:
         layers = self.target_layers or []
-        activations, _, logits, targets = self._tapped_pass(layers, x, requested, gradients=False)
+        activations, _, logits, bound = self._tapped_pass(layers, x, target, gradients=False)
         noisy = x.repeat_interleave(self.samples, dim=0) + self.noise(x)
-        repeated = targets.repeat_interleave(self.samples)
-        moments = [torch.zeros((3, *a.shape), dtype=a.dtype, device=a.device) for a in activations]
+        images = torch.arange(noisy.shape[0], device=x.device) // self.samples
+        count = bound.count
+        moments = [
+            torch.zeros((3, a.shape[0], count, *a.shape[1:]), dtype=a.dtype, device=a.device)
+            for a in activations
+        ]
         starts = range(0, noisy.shape[0], self.batch_size)
         for start in tqdm(starts, desc="Smooth Grad-CAM++", disable=not self.progress):
             stop = min(start + self.batch_size, noisy.shape[0])
             _, gradients, _, _ = self._tapped_pass(
-                layers, noisy[start:stop], repeated[start:stop], gradients=True
+                layers, noisy[start:stop], bound, gradients=True, images=images[start:stop]
             )
-            image = torch.arange(start, stop, device=x.device) // self.samples
             for moment, g in zip(moments, gradients, strict=True):
                 assert g is not None
                 for power in range(3):
-                    moment[power].index_add_(0, image, g ** (power + 1) / self.samples)
+                    moment[power].index_add_(0, images[start:stop], g ** (power + 1) / self.samples)
         with torch.inference_mode():
-            per_layer = [plus_plus_map(a, *m) for a, m in zip(activations, moments, strict=True)]
-        return self._evidence(x, logits, targets, per_layer)
+            per_layer: list[tuple[Tensor, Tensor | None]] = [
+                (torch.stack([plus_plus_map(a, *m[:, :, t]) for t in range(count)], dim=1), None)
+                for a, m in zip(activations, moments, strict=True)
+            ]
+        return self._evidence(x, logits, bound, per_layer)

@@ -17,11 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._model import autograd_on, class_scores, differentiable, removing
+from .._model import OutputPart, autograd_on, differentiable, explained_output, removing
 from ..errors import OptionError
-from ..explainer import Evidence, Explainer, choose_targets
+from ..explainer import Evidence, Explainer
 from ..layers import LayerSpecs
-from .feature_maps import FeatureMapExplainer
+from ..targets import BoundTarget, Target
+from .feature_maps import FeatureMapExplainer, bind, target_gradients
 from .gradient_cams import GradCAM, GradCAMPlusPlus
 
 
@@ -45,51 +46,55 @@ def _guide(module: nn.Module, inputs: object, output: Tensor) -> Tensor:
 
 
 def guided_gradients(
-    model: nn.Module, x: Tensor, requested: Tensor | None
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The guided input gradients (B, C, H, W) of the targets, the logits and the targets."""
+    model: nn.Module, x: Tensor, target: Target | BoundTarget
+) -> tuple[Tensor, Tensor, BoundTarget]:
+    """The guided input gradients (B, T, C, H, W) of the targets, the explained output and the
+    target bound to it."""
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
     with removing(*(m.register_forward_hook(_guide) for m in relus)), autograd_on():
         inputs = differentiable(x)
-        logits = class_scores(model(inputs))
-        targets = choose_targets(logits, requested)
-        (gradients,) = torch.autograd.grad(logits.gather(1, targets[:, None]).sum(), inputs)
-    return gradients, logits.detach(), targets
+        logits = explained_output(model(inputs))
+        bound = bind(target, logits.detach())
+        per_target = target_gradients(bound, logits, [inputs])
+    return torch.stack([g for (g,) in per_target], dim=1), logits.detach(), bound
 
 
 def channel_magnitude(attributions: Tensor) -> Tensor:
-    """(B, H, W): the largest magnitude over the channels of (B, C, H, W) attributions."""
-    return attributions.abs().amax(dim=1)
+    """(B, T, H, W): the largest magnitude over the channels of (B, T, C, H, W) attributions."""
+    return attributions.abs().amax(dim=2)
 
 
 class GuidedBackprop(Explainer):
     """Guided Backprop: pixel attributions; no target layer."""
 
     def __init__(
-        self, model: nn.Module, target_layer: LayerSpecs = None, *, upsample: bool = True
+        self,
+        model: nn.Module,
+        target_layer: LayerSpecs = None,
+        *,
+        upsample: bool = True,
+        output: OutputPart = None,
     ) -> None:
         if target_layer is not None:
             raise OptionError("Guided Backprop works on the input and takes no target_layer")
-        super().__init__(model, None, upsample=upsample)
+        super().__init__(model, None, upsample=upsample, output=output)
 
-    def _explain(self, x: Tensor, requested: Tensor | None) -> Evidence:
-        attributions, logits, targets = guided_gradients(self.model, x, requested)
-        return Evidence(logits, targets, channel_magnitude(attributions), None, attributions)
+    def _explain(self, x: Tensor, target: Target) -> Evidence:
+        attributions, logits, bound = guided_gradients(self.model, x, target)
+        return Evidence(logits, bound, channel_magnitude(attributions), None, attributions)
 
 
 class _Guided(FeatureMapExplainer):
     """Guided backprop times the class map of the CAM it is mixed with (first in the bases)."""
 
-    def _explain(self, x: Tensor, requested: Tensor | None) -> Evidence:
-        cam = super()._explain(x, requested)
-        guided, _, _ = guided_gradients(self.model, x, cam.targets)
+    def _explain(self, x: Tensor, target: Target) -> Evidence:
+        cam = super()._explain(x, target)
+        guided, _, _ = guided_gradients(self.model, x, cam.target)
         size = (x.shape[2], x.shape[3])
         with torch.inference_mode():
-            upsampled = F.interpolate(cam.maps[:, None], size=size, mode="bilinear")
-            attributions = guided * upsampled
-        return Evidence(
-            cam.logits, cam.targets, channel_magnitude(attributions), None, attributions
-        )
+            upsampled = F.interpolate(cam.maps, size=size, mode="bilinear")  # (B, T, H, W)
+            attributions = guided * upsampled[:, :, None]
+        return Evidence(cam.logits, cam.target, channel_magnitude(attributions), None, attributions)
 
 
 class GuidedGradCAM(_Guided, GradCAM):

@@ -9,8 +9,10 @@ the masked copy F_k keeps the feature vector F[:, i, j] and zeroes the rest:
 
 The K copies go through the rest of the network g in one batch and the class scores form the
 map: S[c, i, j] = softmax(g(F_k))[c] (or the logit g(F_k)[c], or its sigmoid for a multi-label
-head), min-max normalised per class; a one-logit binary head's softmax is its sigmoid
-(`class_probabilities`).
+head), min-max normalised per class; a one-logit binary head's softmax is its sigmoid. Any
+target (`reciprocam.targets`) is scored the same way, S[t, i, j] = target_t(g(F_k)): a
+segmentation region's mean class probability, an embedding's cosine similarity; every target
+of an image comes from the same K copies.
 
 F is the layer's output read through its layout (`reciprocam.layout`): channels-last maps and
 token grids (Swin, LeViT, PVT, CaiT's patch blocks, ...) are masked the same way, and a token
@@ -28,15 +30,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._model import class_probabilities, probe_noise, same_output
+from .._model import OutputPart, probe_noise, same_output
 from ..errors import OptionError
 from ..explainer import ClassScoreExplainer
 from ..layers import LayerSpecs, TargetLayer, resolve_layer, run_tapped, single_layer
 from ..layout import FeatureLayout, LayoutSpec, layout_kind
 from ..options import one_of
+from ..targets import BoundTarget, Scale, Target
 from .flatten_head import FlattenHead, flattening_linear
 
-Score = Literal["softmax", "logit", "sigmoid"]
+Score = Scale
 Mask = Literal["pixel", "gaussian"]
 BatchSize: TypeAlias = int | Literal["all"] | None
 
@@ -98,8 +101,9 @@ class ReciproCAM(ClassScoreExplainer):
         upsample: bool = True,
         fast_path: bool = True,
         layout: LayoutSpec = None,
+        output: OutputPart = None,
     ) -> None:
-        super().__init__(model, target_layer, upsample=upsample)
+        super().__init__(model, target_layer, upsample=upsample, output=output)
         check_options(score=score, batch_size=batch_size)
         one_of("mask", mask, ("pixel", "gaussian"))
         self.score = score
@@ -171,7 +175,7 @@ class ReciproCAM(ClassScoreExplainer):
             return False
         return same_output(pooled, full)
 
-    def _class_scores(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _target_scores(self, x: Tensor, target: Target) -> tuple[Tensor, BoundTarget, Tensor]:
         layer = self.target_layer
         assert layer is not None
         layout = layer.layout
@@ -179,7 +183,7 @@ class ReciproCAM(ClassScoreExplainer):
         batch = x.shape[0]
         flatten_head = self._flatten[layer]
         if flatten_head is not None:
-            return self._flatten_scores(x, layer, layout, flatten_head)
+            return self._flatten_scores(x, layer, layout, flatten_head, target)
         copies: _MaskedCopies | None = None
         from_input = layer.copies_from_input
 
@@ -194,20 +198,30 @@ class ReciproCAM(ClassScoreExplainer):
 
         output = run_tapped(self.model, x, layer, first_pass)
         assert copies is not None  # made by the tap during the first pass
-        logits, masked_logits = output[:batch], [] if from_input else [output[batch:]]
-        for rows in copies.passes[len(masked_logits) :]:
+        logits = output[:batch]
+        bound = target.bind(logits)
+        every, positions = bound.every(), copies.positions
+        # Each pass is scored as it ends: a segmenter's copies are never all held at once.
+        masked = (
+            [] if from_input else [every(output[batch:], copies.passes[0] // positions, self.score)]
+        )
+        for rows in copies.passes[len(masked) :]:
             # The features are known; one image is enough to run the layers before the target,
             # or, when copies enter with the input, the image of each copy.
-            source = x[rows // copies.positions] if from_input else x[:1]
-            masked_logits.append(
-                run_tapped(self.model, source, layer, _replace_with(copies.rows(rows)))
-            )
-        return logits, score_maps(torch.cat(masked_logits), self.score, batch, copies.size)
+            source = x[rows // positions] if from_input else x[:1]
+            copy_output = run_tapped(self.model, source, layer, _replace_with(copies.rows(rows)))
+            masked.append(every(copy_output, rows // positions, self.score))
+        return logits, bound, score_maps(torch.cat(masked), batch, copies.size)
 
     def _flatten_scores(
-        self, x: Tensor, layer: TargetLayer, layout: FeatureLayout, head: FlattenHead
-    ) -> tuple[Tensor, Tensor]:
-        """Logits and scores with the copies entering at the flattening Linear layer's output."""
+        self,
+        x: Tensor,
+        layer: TargetLayer,
+        layout: FeatureLayout,
+        head: FlattenHead,
+        target: Target,
+    ) -> tuple[Tensor, BoundTarget, Tensor]:
+        """Scores with the copies entering at the flattening Linear layer's output."""
         outputs: list[Tensor] = []
 
         def compute(output: Tensor) -> None:
@@ -216,7 +230,10 @@ class ReciproCAM(ClassScoreExplainer):
         with head.appending(outputs):
             output = run_tapped(self.model, x, layer, compute)
         batch = x.shape[0]
-        return output[:batch], score_maps(output[batch:], self.score, batch, layout.grid)
+        bound = target.bind(output[:batch])
+        images = torch.arange(batch, device=x.device).repeat_interleave(layout.positions)
+        masked = bound.every()(output[batch:], images, self.score)
+        return output[:batch], bound, score_maps(masked, batch, layout.grid)
 
 
 class _MaskedCopies:
@@ -295,10 +312,9 @@ def check_options(*, score: str, batch_size: BatchSize) -> None:
         )
 
 
-def score_maps(masked_logits: Tensor, score: Score, batch: int, size: tuple[int, ...]) -> Tensor:
-    """(B, N, h, w) class scores from the (B*K, N) logits of image-major masked copies."""
-    logits = masked_logits.to(torch.promote_types(masked_logits.dtype, torch.float32))
-    scores = logits if score == "logit" else class_probabilities(logits, score == "sigmoid")
+def score_maps(masked_scores: Tensor, batch: int, size: tuple[int, ...]) -> Tensor:
+    """(B, T, h, w) maps from the (B*K, T) scores of image-major masked copies."""
+    scores = masked_scores.to(torch.promote_types(masked_scores.dtype, torch.float32))
     by_position = scores.view(batch, math.prod(size), -1).transpose(1, 2)
     return by_position.reshape(batch, -1, *size)
 

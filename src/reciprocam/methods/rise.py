@@ -3,7 +3,8 @@
 Each of `masks` random masks is a `cells` x `cells` grid of cells kept with `probability`,
 upsampled bilinearly to (cells + 1) cells of the input's size over cells and cropped at a random
 offset (so the cells fall anywhere). The model scores every masked input x * M_i, and the map
-of class c is sum_i softmax(f(x * M_i))_c M_i / (masks * probability). Masks are drawn from
+of class c is sum_i softmax(f(x * M_i))_c M_i / (masks * probability); any other target's
+score (`reciprocam.targets`) takes the softmax's place. Masks are drawn from
 `seed` and made `batch_size` at a time, so memory stays bounded for any number of masks.
 """
 
@@ -17,11 +18,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .._model import class_probabilities, class_scores
+from .._model import OutputPart, explained_output
 from ..errors import OptionError
-from ..explainer import Evidence, Explainer, choose_targets
+from ..explainer import Evidence, Explainer
 from ..layers import LayerSpecs
-from ..options import positive
+from ..options import one_of, positive
+from ..targets import Scale, Target
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,8 @@ class RISE(Explainer):
         probability: chance a cell is kept (default 0.5).
         batch_size: masked inputs per forward pass (default 64).
         seed: seed of the masks.
+        score: how class targets are scored: "softmax" (the paper), "logit" or "sigmoid"
+            (multi-label).
         progress: show a progress bar.
     """
 
@@ -84,12 +88,14 @@ class RISE(Explainer):
         probability: float = 0.5,
         batch_size: int = 64,
         seed: int = 0,
+        score: Scale = "softmax",
         progress: bool = False,
         upsample: bool = True,
+        output: OutputPart = None,
     ) -> None:
         if target_layer is not None:
             raise OptionError("RISE masks the input and takes no target_layer")
-        super().__init__(model, None, upsample=upsample)
+        super().__init__(model, None, upsample=upsample, output=output)
         self.masks = positive("masks", masks)
         self.cells = positive("cells", cells)
         if not 0 < probability <= 1:
@@ -97,25 +103,30 @@ class RISE(Explainer):
         self.probability = probability
         self.batch_size = positive("batch_size", batch_size)
         self.seed = seed
+        self.score: Scale = one_of("score", score, ("softmax", "logit", "sigmoid"))
         self.progress = progress
 
-    def _explain(self, x: Tensor, requested: Tensor | None) -> Evidence:
+    def _explain(self, x: Tensor, target: Target) -> Evidence:
         size = (x.shape[2], x.shape[3])
         draws = MaskDraws.draw(self.masks, size, self.cells, self.probability, self.seed)
         with torch.inference_mode():
-            logits = class_scores(self.model(x))
-            targets = choose_targets(logits, requested)
-            saliency = x.new_zeros(x.shape[0], *size)
+            logits = explained_output(self.model(x))
+            bound = target.bind(logits)
+            dtype = torch.promote_types(x.dtype, torch.float32)
+            saliency = x.new_zeros(x.shape[0], bound.count, *size, dtype=dtype)
             for start in tqdm(
                 range(0, self.masks, self.batch_size), desc="RISE", disable=not self.progress
             ):
                 stop = min(start + self.batch_size, self.masks)
                 masks = draws.masks(start, stop, size).to(x)
                 for image in range(x.shape[0]):
-                    probabilities = class_probabilities(
-                        class_scores(self.model(x[image] * masks[:, None]))
-                    )
-                    weights = probabilities[:, targets[image]]
-                    saliency[image] += torch.einsum("n,nhw->hw", weights, masks)
+                    output = explained_output(self.model(x[image] * masks[:, None]))
+                    images = torch.full((stop - start,), image, device=x.device)
+                    weights = bound(output, images, self.score)  # (n, T)
+                    saliency[image] += torch.einsum("nt,nhw->thw", weights, masks.to(weights))
             saliency /= self.masks * self.probability
-        return Evidence(logits, targets, saliency)
+        return Evidence(logits, bound, saliency)
+
+    @property
+    def multilabel(self) -> bool:
+        return self.score == "sigmoid"

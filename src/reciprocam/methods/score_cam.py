@@ -5,7 +5,8 @@ align_corners=True as pytorch-grad-cam does; the paper does not specify), min-ma
 a mask H_k (a constant channel gives a zero mask), and the model scores the masked input
 x * H_k. The weights are the softmax over channels of the masked inputs' logits,
 alpha_k^c = softmax_k(y^c(x * H_k)) (the paper's baseline score y^c(x_b) cancels in it), and
-the map is ReLU(sum_k alpha_k^c A_k). Every class comes from the same forward passes.
+the map is ReLU(sum_k alpha_k^c A_k). Every class (or every target's score y^t, on the logit
+scale) comes from the same forward passes.
 
 Cost: one forward pass per channel (512 on ResNet-18's layer4), `batch_size` masked inputs at a
 time, so memory stays bounded whatever the number of channels; constant channels (dead ReLUs)
@@ -21,10 +22,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .._model import class_scores
+from .._model import OutputPart, explained_output
 from ..layers import LayerSpecs, TargetLayer
 from ..layout import LayoutSpec
 from ..options import positive
+from ..targets import BoundTarget
 from .feature_maps import FeatureMapExplainer, Fuse
 
 
@@ -58,27 +60,35 @@ class ScoreCAM(FeatureMapExplainer):
         fuse: Fuse = "mean",
         upsample: bool = True,
         layout: LayoutSpec = None,
+        output: OutputPart = None,
     ) -> None:
-        super().__init__(model, target_layer, fuse=fuse, upsample=upsample, layout=layout)
+        super().__init__(
+            model, target_layer, fuse=fuse, upsample=upsample, output=output, layout=layout
+        )
         self.batch_size = positive("batch_size", batch_size)
         self.progress = progress
 
     def _layer_maps(
-        self, x: Tensor, logits: Tensor, targets: Tensor, layer: TargetLayer,
+        self, x: Tensor, logits: Tensor, target: BoundTarget, layer: TargetLayer,
         activations: Tensor, gradients: Tensor | None,
     ) -> Tensor:  # fmt: skip
         batch, channels = activations.shape[:2]
         size = (x.shape[2], x.shape[3])
-        scores = logits.new_empty(batch, channels, logits.shape[1])
+        scores = activations.new_empty(batch, channels, target.count, dtype=torch.float32)
         # A constant channel masks the whole input to zero: one pass scores them all.
         flat = activations.amax(dim=(2, 3)) == activations.amin(dim=(2, 3))
         if bool(flat.any()):
-            scores[flat] = class_scores(self.model(torch.zeros_like(x[:1])))[0]
+            blank = explained_output(self.model(torch.zeros_like(x[:1])))
+            each = target(
+                blank.expand(batch, *blank.shape[1:]), torch.arange(batch, device=x.device)
+            )
+            scores[flat] = each[torch.nonzero(flat)[:, 0]]
         varying = [(b, torch.nonzero(~flat[b])[:, 0]) for b in range(batch)]
         step = self.batch_size
         chunks = [(b, k[s : s + step]) for b, k in varying for s in range(0, len(k), step)]
         for image, indices in tqdm(chunks, desc="Score-CAM", disable=not self.progress):
             masks = channel_masks(activations[image, indices], size)
-            scores[image, indices] = class_scores(self.model(x[image] * masks[:, None]))
-        weights = scores.softmax(dim=1)  # over channels, for every class
+            output = explained_output(self.model(x[image] * masks[:, None]))
+            scores[image, indices] = target(output, torch.full_like(indices, image))
+        weights = scores.softmax(dim=1).to(activations)  # over channels, for every target
         return torch.relu(torch.einsum("bkn,bkhw->bnhw", weights, activations))

@@ -22,12 +22,13 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from .._model import class_scores, removing
+from .._model import OutputPart, explained_output, removing
 from ..errors import ModelError, ReciproCAMError, first_line
 from ..explainer import ClassScoreExplainer
 from ..layers import LayerSpecs, TargetLayer, single_layer
 from ..layout import FeatureLayout
 from ..options import one_of
+from ..targets import BoundTarget, Target
 from ..vit import (
     head_reads_prefix_only,
     require_layout,
@@ -96,8 +97,9 @@ class ViTReciproCAM(ClassScoreExplainer):
         batch_size: BatchSize = None,
         upsample: bool = True,
         fast_path: bool = True,
+        output: OutputPart = None,
     ) -> None:
-        super().__init__(model, target_layer, upsample=upsample)
+        super().__init__(model, target_layer, upsample=upsample, output=output)
         check_options(score=score, batch_size=batch_size)
         one_of("mask", mask, ("gaussian", "token"))
         self.layout = require_layout(model)
@@ -143,7 +145,7 @@ class ViTReciproCAM(ClassScoreExplainer):
     def multilabel(self) -> bool:
         return self.score == "sigmoid"
 
-    def _class_scores(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _target_scores(self, x: Tensor, target: Target) -> tuple[Tensor, BoundTarget, Tensor]:
         layer = self.target_layer
         assert layer is not None
         assert layer.layout is not None
@@ -163,18 +165,26 @@ class ViTReciproCAM(ClassScoreExplainer):
         passes = row_passes(
             batch * grid.positions, rows_per_pass(self.batch_size, row_bytes), x.device
         )
-        outputs = []
+        logits: Tensor | None = None
+        masked: list[Tensor] = []
+        every: BoundTarget | None = None
         for index, rows in enumerate(passes):
             with removing(*copies.register(rows // grid.positions, rows % grid.positions)):
                 # After the first pass the block input is known: one image runs the layers before.
-                outputs.append(self._masked_pass(x if index == 0 else x[:1]))
-        logits, masked = outputs[0][:batch], [outputs[0][batch:], *outputs[1:]]
-        return logits, score_maps(torch.cat(masked), self.score, batch, grid.grid)
+                output = self._masked_pass(x if index == 0 else x[:1])
+            if logits is None:
+                logits, output = output[:batch], output[batch:]
+                bound = target.bind(logits)
+                every = bound.every()
+            assert every is not None
+            masked.append(every(output, rows // grid.positions, self.score))
+        assert logits is not None
+        return logits, bound, score_maps(torch.cat(masked), batch, grid.grid)
 
     def _masked_pass(self, x: Tensor) -> Tensor:
         """The logits of a pass whose block output holds masked copies after x's own rows."""
         try:
-            return class_scores(self.model(x))
+            return explained_output(self.model(x))
         except ReciproCAMError:
             raise
         except Exception as error:  # the model's own code refused the copies' batch
@@ -208,6 +218,7 @@ class _FastCopies:
         kept: KeptTokens,
         queries: int,
         mask_residual: bool,
+        output: OutputPart = None,
     ) -> None:
         self.parts, self.block, self.kept = parts, block, kept
         self.queries, self.mask_residual = queries, mask_residual

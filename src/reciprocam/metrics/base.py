@@ -9,6 +9,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from ..targets import Scale, TargetSpec
 from .batch import Batch
 
 
@@ -55,12 +56,17 @@ class Metric(ABC):
         self,
         images: Tensor,
         maps: Tensor,
-        targets: object = None,
+        targets: TargetSpec = None,
         ground_truth: Tensor | None = None,
+        *,
+        score: Scale = "softmax",
     ) -> Tensor:
-        """Measure a batch: (B, C, H, W) images, (B, H, W) maps in [0, 1], optional (B,)
-        targets (default: the model's top-1) and (B, H, W) ground-truth masks."""
-        return self.update_batch(Batch.create(images, maps, targets, ground_truth))
+        """Measure a batch: (B, C, H, W) images, (B, H, W) maps in [0, 1], their targets (as
+        explainers take them, or an Explanation's `target`; default: the model's top-1), and
+        (B, H, W) ground-truth masks; `score` "sigmoid" reads class targets as a multi-label
+        head's sigmoids."""
+        batch = Batch.create(images, maps, targets, ground_truth, score=score)
+        return self.update_batch(batch)
 
     def update_batch(self, batch: Batch) -> Tensor:
         """Measure a prepared `Batch` (which shares its forwards with other metrics)."""

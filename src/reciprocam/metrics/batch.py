@@ -1,8 +1,9 @@
 """One batch under evaluation, and the model outputs that several metrics share.
 
-Average Drop, Increase in Confidence and ADCC all need the class probability on the same
-explanation images E = x * L; Coherency needs the maps of E. A `Batch` computes each of these
-once, on first use, so a suite of metrics costs no more forwards than its most demanding member.
+Average Drop, Increase in Confidence and ADCC all need the target's score (a class probability,
+a region's mean probability) on the same explanation images E = x * L; Coherency needs the maps
+of E. A `Batch` computes each of these once, on first use, so a suite of metrics costs no more
+forwards than its most demanding member.
 """
 
 from __future__ import annotations
@@ -15,34 +16,42 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._model import check_input, class_probabilities, class_scores, evaluation_mode
-from ..errors import InputError
-from ..explainer import Explainer, check_target_range, parse_targets
-from ..options import positive
+from .._model import check_input, evaluation_mode, explained_output
+from ..errors import InputError, TargetError
+from ..explainer import Explainer
+from ..options import one_of, positive
+from ..targets import BoundTarget, Classes, Scale, Target, TargetSpec, as_target
 
 
 @dataclass
 class Batch:
-    """Images, their maps and targets, with a cache of what metrics compute on them.
+    """Images, their maps and target, with a cache of what metrics compute on them.
 
     images: (B, C, H, W) the model's (normalised) input.
     maps: (B, H, W) saliency maps in [0, 1] at the input size.
-    targets: (B,) the explained classes, or None for each image's top-1 prediction.
+    target: what the maps explain (`reciprocam.targets`; default each image's top-1 class),
+        one score per image; it is bound on the unmodified images, so a region the model
+        predicts is the one of the image, not of its perturbed copies.
     ground_truth: (B, H, W) bool, the pixels of the explained object, or None.
+    score: the scale class targets are read on: "softmax" (the papers' class probability) or
+        "sigmoid" (a multi-label head's label probability).
     """
 
     images: Tensor
     maps: Tensor
-    targets: Tensor | None = None
+    target: Target = field(default_factory=Classes)
     ground_truth: Tensor | None = None
-    _cache: dict[tuple[Any, ...], Tensor] = field(default_factory=dict, repr=False)
+    score: Scale = "softmax"
+    _cache: dict[tuple[Any, ...], Any] = field(default_factory=dict, repr=False)
 
     @staticmethod
     def create(
         images: Tensor,
         maps: Tensor,
-        targets: object = None,
+        targets: TargetSpec = None,
         ground_truth: Tensor | None = None,
+        *,
+        score: Scale = "softmax",
     ) -> Batch:
         """Check and bundle one batch; low-resolution maps are upsampled bilinearly."""
         if not isinstance(images, Tensor) or images.ndim != 4 or not images.is_floating_point():
@@ -50,7 +59,8 @@ class Batch:
             raise InputError(f"images must be a float tensor (B, C, H, W), got {shape}")
         batch, _, height, width = images.shape
         maps = _check_maps(maps, batch, (height, width)).to(images)
-        parsed = parse_targets(targets, batch)  # type: ignore[arg-type]
+        target = as_target(targets)
+        one_of("score", score, ("softmax", "sigmoid"))
         if ground_truth is not None:
             if not isinstance(ground_truth, Tensor) or ground_truth.shape != (batch, height, width):
                 found = (
@@ -62,69 +72,85 @@ class Batch:
                     f"ground_truth must be a (B, H, W) = {(batch, height, width)} mask, got {found}"
                 )
             ground_truth = ground_truth.to(device=images.device, dtype=torch.bool)
-        chosen = None if parsed is None else parsed.to(images.device)
-        return Batch(images, maps, chosen, ground_truth)
+        return Batch(images, maps, target, ground_truth, score)
 
-    def cached(self, key: tuple[Any, ...], compute: Callable[[], Tensor]) -> Tensor:
-        """`compute()` on the first request for `key`, the same tensor afterwards."""
+    def cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+        """`compute()` on the first request for `key`, the same value afterwards."""
         if key not in self._cache:
             self._cache[key] = compute()
         return self._cache[key]
 
-    def probabilities(self, model: nn.Module, batch_size: int) -> Tensor:
-        """(B, N) class probabilities of the model on the unmodified images."""
-        return self.cached(
-            ("probabilities", id(model)), lambda: probabilities(model, self.images, batch_size)
-        )
+    def bound(self, model: nn.Module, batch_size: int) -> BoundTarget:
+        """The target bound to the model's output on the unmodified images (one per image)."""
 
-    def classes(self, model: nn.Module, batch_size: int) -> Tensor:
-        """(B,) the targets, or the model's top-1 on each image when none were given."""
-        logits = self.probabilities(model, batch_size)
-        if self.targets is None:
-            return logits.argmax(dim=1)
-        check_target_range(self.targets, logits.shape[1])
-        return self.targets
+        def compute() -> BoundTarget:
+            bound = self.target.bind(outputs(model, self.images, batch_size))
+            if bound.count != 1:
+                raise TargetError(
+                    f"the metrics measure one map per image, but the target gives {bound.count};"
+                    " measure each target's maps on their own"
+                )
+            return bound
+
+        result: BoundTarget = self.cached(("bound", id(model)), compute)
+        return result
+
+    def scores(self, model: nn.Module, images: Tensor, batch_size: int, of: Tensor) -> Tensor:
+        """(n,) the target's score on n images, image i scored as an image of batch image
+        `of[i]` (its class, its region)."""
+        bound = self.bound(model, batch_size)
+        return bound(outputs(model, images, batch_size), of.to(images.device), self.score)[:, 0]
 
     def confidence(self, model: nn.Module, batch_size: int) -> Tensor:
-        """(B,) Y: the probability of each image's class on the image."""
-        chosen = self.classes(model, batch_size)
-        return self.probabilities(model, batch_size).gather(1, chosen[:, None])[:, 0]
+        """(B,) Y: the target's score (a class probability, a region's mean probability) on
+        each image."""
+        result: Tensor = self.cached(
+            ("confidence", id(model)),
+            lambda: self.scores(model, self.images, batch_size, self._rows()),
+        )
+        return result
 
     def explanation_images(self) -> Tensor:
         """(B, C, H, W) E = x * L, masking in the normalised space (0 = the mean colour)."""
-        return self.cached(("explanation_images",), lambda: self.images * self.maps[:, None])
+        result: Tensor = self.cached(
+            ("explanation_images",), lambda: self.images * self.maps[:, None]
+        )
+        return result
 
     def explanation_confidence(self, model: nn.Module, batch_size: int) -> Tensor:
-        """(B,) O: the probability of each image's class on its explanation image E."""
-
-        def compute() -> Tensor:
-            chosen = self.classes(model, batch_size)
-            seen = probabilities(model, self.explanation_images(), batch_size)
-            return seen.gather(1, chosen[:, None])[:, 0]
-
-        return self.cached(("explanation_confidence", id(model)), compute)
+        """(B,) O: the target's score on each image's explanation image E."""
+        result: Tensor = self.cached(
+            ("explanation_confidence", id(model)),
+            lambda: self.scores(model, self.explanation_images(), batch_size, self._rows()),
+        )
+        return result
 
     def explanation_maps(self, explainer: Explainer, batch_size: int) -> Tensor:
-        """(B, H, W) the explainer's maps of E for the same classes, at the input size."""
+        """(B, H, W) the explainer's maps of E for the same targets, at the input size."""
 
         def compute() -> Tensor:
-            chosen = self.classes(explainer.model, batch_size)
-            maps = explainer(self.explanation_images(), chosen).detach()
+            bound = self.bound(explainer.model, batch_size)
+            maps = explainer(self.explanation_images(), bound).detach()
+            if maps.ndim == 4:
+                maps = maps[:, 0]
             return _check_maps(maps, self.images.shape[0], tuple(self.images.shape[-2:]))
 
-        return self.cached(("explanation_maps", id(explainer)), compute)
+        result: Tensor = self.cached(("explanation_maps", id(explainer)), compute)
+        return result
+
+    def _rows(self) -> Tensor:
+        return torch.arange(self.images.shape[0], device=self.images.device)
 
 
-def probabilities(model: nn.Module, images: Tensor, batch_size: int) -> Tensor:
-    """(B, N) class probabilities (`class_probabilities`), `batch_size` images per forward,
-    in eval mode."""
+def outputs(model: nn.Module, images: Tensor, batch_size: int) -> Tensor:
+    """The model's explained outputs on `images`, `batch_size` images per forward, in eval
+    mode (float16/bfloat16 promoted: probabilities near 1 need float32's resolution)."""
     positive("batch_size", batch_size)
     check_input(images, model)
     with evaluation_mode(model), torch.inference_mode():
-        chunks = [class_scores(model(part)) for part in torch.split(images, batch_size)]
-    logits = torch.cat(chunks)
-    # float16/bfloat16 logits are promoted: probabilities near 1 need float32's resolution.
-    return class_probabilities(logits.to(torch.promote_types(logits.dtype, torch.float32)))
+        chunks = [explained_output(model(part)) for part in torch.split(images, batch_size)]
+    output = torch.cat(chunks)
+    return output.to(torch.promote_types(output.dtype, torch.float32))
 
 
 def _check_maps(maps: object, batch: int, size: tuple[int, ...]) -> Tensor:

@@ -3,8 +3,8 @@
 Pixels are ranked by decreasing saliency (ties by position). Deletion replaces the top
 pixels of the image with a substrate (zeros in the normalised space, i.e. the mean colour),
 `step` pixels at a time; Insertion starts from a blurred copy (an 11 x 11 Gaussian kernel of
-sigma 5, as RISE's `gkern`) and puts the top pixels of the image back. With p_t the class
-probability after t steps (t = 0..n, n = ceil(H W / step)):
+sigma 5, as RISE's `gkern`) and puts the top pixels of the image back. With p_t the target's
+score (the class probability, a region's mean probability) after t steps (t = 0..n, n = ceil(H W / step)):
 
     AUC = (sum_t p_t - p_0 / 2 - p_n / 2) / n        the trapezoid rule on [0, 1]
 
@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from ..errors import OptionError
 from ..options import one_of, positive, positive_or_none
 from .base import Metric, MetricInfo
-from .batch import Batch, probabilities
+from .batch import Batch
 
 BLUR_SIZE = 11
 BLUR_SIGMA = 5.0
@@ -78,17 +78,18 @@ class _CausalMetric(Metric):
         return (torch.arange(math.ceil(pixels / step) + 1) * step).clamp_max(pixels)
 
     def measure(self, batch: Batch) -> Tensor:
-        classes = batch.classes(self.model, self.batch_size)
         height, width = batch.images.shape[-2:]
         counts = self.pixel_counts(height, width).to(batch.images.device)
         aucs = []
-        for image, saliency, target in zip(batch.images, batch.maps, classes, strict=True):
-            curve = self._curve(image, saliency, int(target), counts)
+        for index, (image, saliency) in enumerate(zip(batch.images, batch.maps, strict=True)):
+            curve = self._curve(batch, index, image, saliency, counts)
             self._curves.append(curve.detach().to("cpu", torch.float64))
             aucs.append(area_under_curve(curve))
         return torch.stack(aucs)
 
-    def _curve(self, image: Tensor, saliency: Tensor, target: int, counts: Tensor) -> Tensor:
+    def _curve(
+        self, batch: Batch, index: int, image: Tensor, saliency: Tensor, counts: Tensor
+    ) -> Tensor:
         order = saliency.flatten().argsort(descending=True, stable=True)
         rank = torch.empty_like(order)
         rank[order] = torch.arange(order.numel(), device=order.device)
@@ -98,7 +99,8 @@ class _CausalMetric(Metric):
         for chunk in torch.split(counts, self.batch_size):
             changed = rank[None, None] < chunk[:, None, None, None]  # (T, 1, H, W)
             images = torch.where(changed, filler[None], base[None])
-            points.append(probabilities(self.model, images, self.batch_size)[:, target])
+            of = torch.full((len(images),), index, device=images.device)
+            points.append(batch.scores(self.model, images, self.batch_size, of))
         return torch.cat(points)
 
     @abstractmethod

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..errors import OptionError
 from ..explainer import Explainer
+from ..targets import Scale, TargetSpec
 from .adcc import ADCC, Coherency, Complexity, adcc
 from .base import Metric, MetricInfo, mean_of
 from .batch import Batch
@@ -172,11 +173,13 @@ class MetricSuite:
         self,
         images: Tensor,
         maps: Tensor,
-        targets: object = None,
+        targets: TargetSpec = None,
         ground_truth: Tensor | None = None,
+        *,
+        score: Scale = "softmax",
     ) -> dict[str, Tensor]:
         """Measure one batch with every metric; (B,) values by metric name."""
-        batch = Batch.create(images, maps, targets, ground_truth)
+        batch = Batch.create(images, maps, targets, ground_truth, score=score)
         return {name: metric.update_batch(batch) for name, metric in self.metrics.items()}
 
     def curves(self, name: str) -> list[Tensor] | None:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._model import evaluation_mode
+from .._model import evaluation_mode, reading_output
 from ..errors import ModelError, OptionError, first_line
 from ..explainer import normalize_maps
 from ..files import write_atomically
@@ -30,6 +30,7 @@ from ..layers import LayerSpecs
 from ..methods import ReciproCAM, ViTReciproCAM
 from ..registry import canonical_name, method_for
 from ..registry import explainer as registry_explainer
+from ..targets import Classes
 from ..zoo import Preprocessing
 from .metadata import ExportMetadata
 
@@ -59,7 +60,8 @@ class ExplainedModel(nn.Module):
         explainer.explain(example)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        logits, scores = self._explainer._class_scores(x)
+        with reading_output(self._explainer.output):
+            logits, _, scores = self._explainer._target_scores(x, Classes("all"))
         return logits, normalize_maps(scores)
 
 

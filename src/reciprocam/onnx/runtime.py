@@ -15,8 +15,9 @@ import torch
 from torch import Tensor
 
 from .._model import check_input
-from ..errors import InputError, ModelError, first_line
-from ..explainer import Explanation, Targets, choose_targets, parse_targets, upsample_maps
+from ..errors import InputError, ModelError, TargetError, first_line
+from ..explainer import Explanation, Targets, upsample_maps
+from ..targets import as_target
 from .export import OUTPUT_NAMES
 from .metadata import KEY, ExportMetadata
 
@@ -90,19 +91,31 @@ class OnnxExplainer:
                 f"the graph takes inputs of shape (batch, {', '.join(map(str, fixed))}), got"
                 f" {tuple(batch.shape)}"
             )
-        requested = parse_targets(targets, batch.shape[0])
+        target = as_target(targets)
         values = batch.detach().to("cpu", torch.float32).numpy()
         logits, class_maps = (
             torch.from_numpy(np.asarray(output))
             for output in self.session.run(self.output_names, {self.input_name: values})
         )
-        chosen = choose_targets(logits, requested)
-        maps = class_maps[torch.arange(batch.shape[0]), chosen]
+        bound = target.bind(logits)
+        if not bound.reads_classes or bound.every().count != self.classes:
+            raise TargetError(
+                "an explainable ONNX graph holds the maps of its classes: explain classes"
+                " (an int, one per image, a list per image or TopClasses)"
+            )
+        maps, chosen = bound.pick(class_maps), bound.indices
         if maps.shape[-2:] != batch.shape[-2:]:
             maps = upsample_maps(maps, (batch.shape[2], batch.shape[3]))
+        if not bound.stacked:
+            maps, chosen = maps[:, 0], chosen[:, 0]
         multilabel = self.metadata is not None and self.metadata.options.get("score") == "sigmoid"
         return Explanation(
-            maps=maps, targets=chosen, logits=logits, class_maps=class_maps, multilabel=multilabel
+            maps=maps,
+            targets=chosen,
+            logits=logits,
+            class_maps=class_maps,
+            multilabel=multilabel,
+            target=bound,
         )
 
     def __call__(self, x: Tensor | np.ndarray, targets: Targets = None) -> Tensor:
