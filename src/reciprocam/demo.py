@@ -67,9 +67,10 @@ def run_demo(output: Path, device: torch.device) -> Iterator[ExplainedPhoto | Sk
     titles = {Path(file).name: title for _, file, title in DEMO_PHOTOS}
     panels = [
         Panel(
-            r.photo, r.overlay, titles[r.path.name], f"{r.target.name} ({r.target.probability:.0%})"
+            r.photo, m.overlay, titles[r.path.name], f"{m.target.name} ({m.target.probability:.0%})"
         )
         for r in explained
+        for m in r.maps
     ]
     heading = "ReciproCAM on ImageNet EfficientNet-Lite0: each photo and the map of its top-1 class"
     write_atomically(output / GRID_NAME, lambda path: save_grid(panels, path, heading=heading))

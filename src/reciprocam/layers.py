@@ -423,10 +423,8 @@ _ENCODER_NAMES = ("backbone", "encoder")
 def _encoder_name(model: nn.Module) -> str | None:
     """The dotted name of a segmenter's encoder: its first submodule named `backbone`
     (torchvision) or `encoder` (segmentation_models_pytorch, Hugging Face, U-Nets), or None."""
-    for name, _ in model.named_modules():
-        if name.rsplit(".", 1)[-1] in _ENCODER_NAMES:
-            return name
-    return None
+    names: list[str] = [name for name, _ in model.named_modules()]
+    return next((name for name in names if name.rsplit(".", 1)[-1] in _ENCODER_NAMES), None)
 
 
 def _grid_matters(model: nn.Module, x: Tensor, logits: Tensor, layer: TargetLayer) -> bool:

@@ -18,7 +18,8 @@ from .errors import ImageError, TargetError
 from .explainer import Explanation, Targets
 from .files import write_atomically
 from .images import load_image
-from .visualize import crop_to_box, overlay
+from .targets import Scale, TargetSpec
+from .visualize import crop_to_box, outline, overlay
 from .zoo import Preprocessing
 
 
@@ -32,17 +33,28 @@ class Prediction:
 
 
 @dataclass(frozen=True)
+class ExplainedMap:
+    """One map of a photo: what it explains, the map, its overlay and the files written."""
+
+    target: Prediction
+    saliency: Tensor
+    overlay: Image.Image
+    overlay_path: Path
+    map_path: Path
+
+
+@dataclass(frozen=True)
 class ExplainedPhoto:
-    """What `explain_photos` made of one file."""
+    """What `explain_photos` made of one file: its top classes and one map per target.
+
+    For a segmenter, `top` holds the classes the model predicts with their share of pixels,
+    and each map's `target.probability` is its region's mean class probability.
+    """
 
     path: Path
     photo: Image.Image
-    overlay: Image.Image
     top: list[Prediction]
-    target: Prediction
-    saliency: Tensor
-    overlay_path: Path
-    map_path: Path
+    maps: list[ExplainedMap]
 
 
 @dataclass(frozen=True)
@@ -53,10 +65,27 @@ class SkippedPhoto:
     reason: str
 
 
-def class_index(value: str | int | None, categories: Sequence[str]) -> int | None:
-    """A class given as an index or a name (case-insensitive) as an index; None stays None."""
-    if value is None:
+def class_indices(text: str | None, categories: Sequence[str]) -> list[int] | None:
+    """Classes given as comma-separated indices or names ("281,tabby cat") as indices, each
+    checked against the model's classes; None stays None."""
+    if text is None:
         return None
+    names = [part.strip() for part in text.split(",")]
+    if not all(names):
+        raise TargetError(f"'{text}' has an empty class; give classes separated by commas")
+    indices = [class_index(name, categories) for name in names]
+    if categories:
+        for index in indices:
+            if not 0 <= index < len(categories):
+                raise TargetError(
+                    f"class {index} is out of range: the model has {len(categories)} classes"
+                    f" (0 to {len(categories) - 1})"
+                )
+    return indices
+
+
+def class_index(value: str | int, categories: Sequence[str]) -> int:
+    """A class given as an index or a name (case-insensitive) as an index."""
     if isinstance(value, int) or value.lstrip("-").isdigit():
         return int(value)
     lowered = [name.lower() for name in categories]
@@ -86,16 +115,18 @@ def explain_photos(
     categories: Sequence[str],
     method: str,
     device: torch.device,
-    target: int | None = None,
+    target: TargetSpec = None,
     top: int = 5,
     colormap: str = "jet",
     alpha: float = 0.5,
 ) -> Iterator[ExplainedPhoto | SkippedPhoto]:
-    """Explain each photo; write `<stem>_<method>.png` (overlay) and `.npy` (map) into `output`.
+    """Explain each photo; write `<stem>_<method>.png` (overlay) and `.npy` (map) into `output`,
+    or `<stem>_<method>_<class>.png` and `.npy` for each of several targets per photo.
 
     The .npy map is float32 in [0, 1] at the model's input size, aligned with the centre crop
-    that the model sees; the overlay shows that crop of the photo. Unreadable files are
-    yielded as SkippedPhoto and the run goes on.
+    that the model sees; the overlay shows that crop of the photo, with the outline of the
+    explained region for a segmentation target. Unreadable files are yielded as SkippedPhoto
+    and the run goes on.
     """
     used: set[str] = set()
     for path in paths:
@@ -106,29 +137,47 @@ def explain_photos(
             continue
         tensor, box = preprocessing(image)
         explanation = explainer.explain(tensor[None].to(device), target)
-        chosen = int(explanation.targets[0])
-        probabilities = explanation.probabilities[0].float().cpu()
-        values, indices = probabilities.topk(min(top, probabilities.numel()))
-        stem = _unique_stem(f"{path.stem}_{method}", used)
+        bound = explanation.target
+        assert bound is not None  # every explainer binds its target
+        scale: Scale = "sigmoid" if explanation.multilabel else "softmax"
+        logits = explanation.logits[:1]
+        scores = bound(logits, torch.zeros(1, dtype=torch.long, device=logits.device), scale)[0]
+        maps = explanation.maps[0] if bound.stacked else explanation.maps
         photo = crop_to_box(image, box)
-        picture = overlay(photo, explanation.maps[0], colormap=colormap, alpha=alpha)
-        overlay_path, map_path = output / f"{stem}.png", output / f"{stem}.npy"
-        saliency = explanation.maps[0].float().cpu()
-        write_atomically(overlay_path, partial(_save_png, picture))
-        write_atomically(map_path, partial(_save_array, saliency.numpy()))
-        yield ExplainedPhoto(
-            path=path,
-            photo=photo,
-            overlay=picture,
-            top=[
-                _prediction(int(i), float(v), categories)
-                for v, i in zip(values, indices, strict=True)
-            ],
-            target=_prediction(chosen, float(probabilities[chosen]), categories),
-            saliency=saliency,
-            overlay_path=overlay_path,
-            map_path=map_path,
-        )
+        stem = _unique_stem(f"{path.stem}_{method}", used)
+        explained = []
+        for index, saliency in enumerate(maps):
+            chosen = int(bound.indices[0, index])
+            picture = overlay(photo, saliency, colormap=colormap, alpha=alpha)
+            if bound.regions is not None:
+                picture = outline(picture, bound.regions[0, index] > 0)
+            name = f"{stem}_{chosen}" if bound.stacked else stem
+            overlay_path, map_path = output / f"{name}.png", output / f"{name}.npy"
+            values = saliency.float().cpu()
+            write_atomically(overlay_path, partial(_save_png, picture))
+            write_atomically(map_path, partial(_save_array, values.numpy()))
+            explained.append(
+                ExplainedMap(
+                    _prediction(chosen, float(scores[index]), categories),
+                    values,
+                    picture,
+                    overlay_path,
+                    map_path,
+                )
+            )
+        yield ExplainedPhoto(path, photo, _top(explanation, top, categories), explained)
+
+
+def _top(explanation: Explanation, top: int, categories: Sequence[str]) -> list[Prediction]:
+    """The top classes: by probability, or for a segmenter by their share of the pixels."""
+    if explanation.logits.ndim > 2:
+        predicted = explanation.predictions[0].flatten()
+        classes = explanation.logits.shape[1]
+        shares = torch.bincount(predicted, minlength=classes).float() / predicted.numel()
+    else:
+        shares = explanation.probabilities[0].float()
+    values, indices = shares.cpu().topk(min(top, shares.numel()))
+    return [_prediction(int(i), float(v), categories) for v, i in zip(values, indices, strict=True)]
 
 
 def _prediction(index: int, probability: float, categories: Sequence[str]) -> Prediction:

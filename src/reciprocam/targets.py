@@ -70,7 +70,10 @@ class BoundTarget(ABC):
         output index (OutputIndex), or its number 0..T-1 (Similarity, Custom).
     stacked: the maps carry a T axis, (B, T, H, W); else T is 1 and maps are (B, H, W).
     reads_classes: the target reads the class axis, so the method's `score` applies.
+    regions: (B, T, *grid) pixel weights of each target's region (Region), else None.
     """
+
+    regions: Tensor | None = None
 
     def __init__(self, indices: Tensor, stacked: bool, reads_classes: bool) -> None:
         self.indices = indices
@@ -252,14 +255,15 @@ class TopClasses(Target):
 class _RegionScores(BoundTarget):
     def __init__(self, indices: Tensor, stacked: bool, weights: Tensor, reduce: Reduce) -> None:
         super().__init__(indices, stacked, reads_classes=True)
-        self.weights = weights  # (B, T, H, W) pixel weights of each target's region
+        self.regions = weights
         self.reduce = reduce
         self.area = weights.flatten(2).sum(dim=2)  # (B, T)
 
     def _scores(self, output: Tensor, images: Tensor) -> Tensor:
         rows = torch.arange(output.shape[0], device=output.device)[:, None]
         chosen = output[rows, self.indices[images]]  # (n, T, H, W)
-        total = (chosen * self.weights[images].to(chosen)).flatten(2).sum(dim=2)
+        assert self.regions is not None
+        total = (chosen * self.regions[images].to(chosen)).flatten(2).sum(dim=2)
         return total / self.area[images].to(total) if self.reduce == "mean" else total
 
 

@@ -42,6 +42,19 @@ def overlay(
     return Image.fromarray(np.rint(blended * 255).astype(np.uint8))
 
 
+def outline(picture: Image.Image, region: Tensor, *, width: int = 2) -> Image.Image:
+    """`picture` with the border of an (h, w) boolean region drawn in white over it."""
+    mask = region.detach().to("cpu", torch.float32)[None, None]
+    mask = F.interpolate(mask, size=(picture.height, picture.width), mode="nearest")
+    reach = 2 * width + 1
+    grown = F.max_pool2d(mask, reach, stride=1, padding=width)
+    shrunk = -F.max_pool2d(-mask, reach, stride=1, padding=width)
+    border = ((grown - shrunk)[0, 0] > 0) & (mask[0, 0] > 0)
+    pixels = np.array(picture.convert("RGB"))
+    pixels[border.numpy()] = 255
+    return Image.fromarray(pixels)
+
+
 @dataclass(frozen=True)
 class Panel:
     """One photo of a grid: the photo, its overlay, and their captions."""

@@ -179,10 +179,10 @@ def report(
                 bar.write(f"skipped {result.reason}", file=sys.stderr)
             else:
                 top = ", ".join(f"{p.name} {p.probability:.1%}" for p in result.top)
-                bar.write(
-                    f"{result.path.name}: {top} | map of '{result.target.name}'"
-                    f" -> {result.overlay_path}",
-                    file=sys.stdout,
+                maps = "; ".join(
+                    f"map of '{m.target.name}' ({m.target.probability:.1%}) -> {m.overlay_path}"
+                    for m in result.maps
                 )
+                bar.write(f"{result.path.name}: {top} | {maps}", file=sys.stdout)
             bar.update()
             yield result

@@ -14,11 +14,12 @@ import torch
 from ..errors import OptionError
 from ..explainer import Explainer
 from ..files import make_folder, writable_folder
-from ..images import find_images
+from ..images import find_images, load_image
 from ..onnx import OnnxExplainer
-from ..photos import SkippedPhoto, class_index, explain_photos
+from ..photos import SkippedPhoto, class_indices, explain_photos
 from ..registry import explainer as build_explainer
 from ..registry import method_for, method_options, methods
+from ..targets import Region, TargetSpec, TopClasses
 from ..zoo import IMAGENET_CATEGORIES, Preprocessing, load_model
 from .common import (
     add_image_size_option,
@@ -95,14 +96,31 @@ def add_parser(commands: Any) -> None:
         "--class",
         metavar="CLASS",
         dest="target_class",
-        help="the class to explain, as an index or a name (default: each image's top-1 prediction)",
+        help="the class to explain, as an index or a name, or several separated by commas"
+        " (281,285: one map each, from one pass of the forward-only methods; default: each"
+        " image's top-1 prediction)",
+    )
+    parser.add_argument(
+        "--task",
+        choices=("classification", "segmentation"),
+        default="classification",
+        help="classification (default) or segmentation: with a segmentation model (fcn_resnet50,"
+        " deeplabv3_*, lraspp_*), explain the region of each --class",
+    )
+    parser.add_argument(
+        "--region",
+        metavar="predicted|FILE",
+        help="(segmentation) the region of the class to explain: 'predicted' (default, the"
+        " pixels the model gives the class) or a mask image FILE (nonzero pixels), cropped as"
+        " the photo is",
     )
     add_image_size_option(parser)
     add_run_options(parser, output="reciprocam-output")
     parser.add_argument(
         "--score",
-        choices=("softmax", "logit"),
-        help="(reciprocam) class score of each masked copy (default: softmax, as in the paper)",
+        choices=("softmax", "logit", "sigmoid"),
+        help="(reciprocam, rise) class score of each masked copy: softmax (default, as in the"
+        " paper), logit, or sigmoid for a multi-label head",
     )
     parser.add_argument(
         "--mask",
@@ -120,9 +138,9 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--top",
         type=positive_integer,
-        default=5,
         metavar="K",
-        help="how many top classes to print (default: 5)",
+        help="explain each image's K most probable classes, one map each from one pass of the"
+        " forward-only methods (default: print the top 5, explain the top-1 or --class)",
     )
     parser.add_argument(
         "--colormap",
@@ -158,10 +176,8 @@ def run(arguments: argparse.Namespace) -> int:
         if arguments.onnx is not None
         else _torch_explainer(arguments, device)
     )
-    target = class_index(arguments.target_class, categories)
+    target = _target(arguments, categories, preprocessing)
     make_folder(arguments.output)
-    if target is not None and categories:
-        check_target_range(torch.tensor([target]), len(categories))
     skipped = 0
     with explainer:
         results = explain_photos(
@@ -173,7 +189,7 @@ def run(arguments: argparse.Namespace) -> int:
             method=arguments.method,
             device=device,
             target=target,
-            top=arguments.top,
+            top=arguments.top or 5,
             colormap=arguments.colormap,
             alpha=arguments.alpha,
         )
@@ -185,6 +201,35 @@ def run(arguments: argparse.Namespace) -> int:
         f" into {arguments.output}" + (f"; {skipped} skipped" if skipped else "")
     )
     return 1 if skipped else 0
+
+
+def _target(
+    arguments: argparse.Namespace, categories: Sequence[str], preprocessing: Preprocessing
+) -> TargetSpec:
+    """What each image's maps explain, from --class, --top, --task and --region."""
+    classes = class_indices(arguments.target_class, categories)
+    if classes is not None and arguments.top is not None:
+        raise OptionError("--class and --top both choose the classes to explain; give one")
+    if arguments.task == "classification":
+        if arguments.region is not None:
+            raise OptionError("--region applies to --task segmentation")
+        if arguments.top is not None:
+            return TopClasses(arguments.top)
+        return None if classes is None else _one_image(classes)
+    if classes is None:
+        raise OptionError(
+            "--task segmentation explains the region of a class: give --class (e.g. --class 15)"
+        )
+    region = arguments.region or "predicted"
+    if region == "predicted":
+        return Region(_one_image(classes))
+    mask = preprocessing.crop_mask(load_image(Path(region)))
+    return Region(_one_image(classes), region=mask)
+
+
+def _one_image(classes: list[int]) -> int | list[list[int]]:
+    """Classes of each explained photo (one at a time): one class, or one list of several."""
+    return classes[0] if len(classes) == 1 else [classes]
 
 
 def _torch_explainer(

@@ -24,6 +24,7 @@ from ..images import load_image
 from ..metrics import MetricOptions, MetricSuite
 from ..registry import explainer as build_explainer
 from ..registry import method_for
+from ..targets import Scale
 from ..zoo import LoadedModel
 from .dataset import GroundTruth, Sample
 from .distributed import Shard

@@ -4,7 +4,8 @@ Pixels are ranked by decreasing saliency (ties by position). Deletion replaces t
 pixels of the image with a substrate (zeros in the normalised space, i.e. the mean colour),
 `step` pixels at a time; Insertion starts from a blurred copy (an 11 x 11 Gaussian kernel of
 sigma 5, as RISE's `gkern`) and puts the top pixels of the image back. With p_t the target's
-score (the class probability, a region's mean probability) after t steps (t = 0..n, n = ceil(H W / step)):
+score (the class probability, a region's mean probability) after t steps (t = 0..n,
+n = ceil(H W / step)):
 
     AUC = (sum_t p_t - p_0 / 2 - p_n / 2) / n        the trapezoid rule on [0, 1]
 

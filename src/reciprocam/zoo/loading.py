@@ -19,8 +19,21 @@ DEMO_MODEL = "efficientnet_lite0"
 
 
 def model_names() -> list[str]:
-    """Every name `load_model` accepts: the demo model and torchvision's classifiers."""
-    return [DEMO_MODEL, *torchvision.models.list_models(module=torchvision.models)]
+    """Every name `load_model` accepts: the demo model, torchvision's classifiers and its
+    semantic segmentation models."""
+    return [DEMO_MODEL, *_torchvision_names()]
+
+
+def _torchvision_names() -> list[str]:
+    return [
+        *torchvision.models.list_models(module=torchvision.models),
+        *_segmentation_names(),
+    ]
+
+
+def _segmentation_names() -> list[str]:
+    names: list[str] = torchvision.models.list_models(module=torchvision.models.segmentation)
+    return names
 
 
 def load_model(
@@ -48,37 +61,46 @@ def load_model(
                 " give no weights (--weights) for it"
             )
         return _load_demo_model(state, checkpoint)
-    if name not in torchvision.models.list_models(module=torchvision.models):
+    if name not in _torchvision_names():
         close = difflib.get_close_matches(name, model_names(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ModelError(
-            f"unknown model '{name}'{hint} (torchvision classifiers, {DEMO_MODEL}, or timm"
-            f" models as {TIMM_PREFIX}NAME)"
+            f"unknown model '{name}'{hint} (torchvision classifiers and segmentation models,"
+            f" {DEMO_MODEL}, or timm models as {TIMM_PREFIX}NAME)"
         )
     default = torchvision.models.get_model_weights(name).DEFAULT
     chosen = _torchvision_weights(name, weights) if weights is not None else None
     transform = (chosen or default).transforms()
+    # A segmenter's transform resizes without cropping: its square centre crop is explained.
+    resize = int(transform.resize_size[0])
+    crop = int(transform.crop_size[0]) if hasattr(transform, "crop_size") else resize
     preprocessing = Preprocessing(
-        resize=int(transform.resize_size[0]),
-        crop=int(transform.crop_size[0]),
+        resize=resize,
+        crop=crop,
         mean=tuple(transform.mean),
         std=tuple(transform.std),
         interpolation=transform.interpolation,
     )
     categories = tuple((chosen or default).meta["categories"])
+    # A segmenter's backbone would otherwise fetch ImageNet weights of its own.
+    backbone: dict[str, object] = (
+        {"weights_backbone": None} if name in _segmentation_names() else {}
+    )
     if state is None:
         try:
-            model = torchvision.models.get_model(name, weights=chosen)
+            model = torchvision.models.get_model(name, weights=chosen, **backbone)
         except (OSError, RuntimeError) as error:
             raise ModelError(
                 f"could not download the {chosen} weights of {name} ({error}); without internet,"
                 " load a state_dict file (--checkpoint FILE), or use random weights (no --weights)"
             ) from None
         return LoadedModel(name, model.eval(), preprocessing, categories, chosen is not None)
-    model = torchvision.models.get_model(name)
+    if backbone and any(key.startswith("aux_classifier.") for key in state):
+        backbone["aux_loss"] = True
+    model = torchvision.models.get_model(name, **backbone)
     classes = checkpoint_classes(model, state)
     if classes != len(categories):
-        model = torchvision.models.get_model(name, num_classes=classes)
+        model = torchvision.models.get_model(name, num_classes=classes, **backbone)
     load_state(model, state, checkpoint)
     if classes != len(categories):
         categories = tuple(f"class {index}" for index in range(classes))

@@ -33,6 +33,14 @@ class Preprocessing:
             return self
         return replace(self, resize=round(crop * self.resize / self.crop), crop=crop)
 
+    def crop_mask(self, mask: Image.Image) -> Tensor:
+        """(crop, crop) bool: a mask image's nonzero pixels, resized and cropped as a photo of
+        its size is (nearest neighbour, so it stays a mask)."""
+        resized = TF.resize(mask.convert("L"), self.resize, interpolation=InterpolationMode.NEAREST)
+        cropped = TF.center_crop(resized, [self.crop, self.crop])
+        pixels: Tensor = TF.pil_to_tensor(cropped)[0]
+        return pixels > 0
+
     def __call__(self, image: Image.Image) -> tuple[Tensor, Box]:
         """The (3, crop, crop) input tensor, and the region of `image` it shows."""
         resized = TF.resize(image, self.resize, interpolation=self.interpolation, antialias=True)
