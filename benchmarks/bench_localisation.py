@@ -26,7 +26,8 @@ from common import write_results
 from torch import Tensor, nn
 
 from reciprocam import ReciproCAMError
-from reciprocam.explainer import Evidence, Explainer, choose_targets
+from reciprocam.explainer import Evidence, Explainer
+from reciprocam.targets import Target
 from reciprocam.metrics import PAPER_METRICS, MetricOptions, MetricSuite, metric_info
 from reciprocam.registry import explainer as build_explainer
 from reciprocam.registry import method_for, methods
@@ -46,24 +47,24 @@ class RandomMap(Explainer):
         super().__init__(model)
         self.generator = torch.Generator().manual_seed(seed)
 
-    def _explain(self, x: Tensor, requested: Tensor | None) -> Evidence:
+    def _explain(self, x: Tensor, target: Target) -> Evidence:
         with torch.inference_mode():
             logits = self.model(x)
         noise = torch.rand(x.shape[0], 8, 8, generator=self.generator).to(x)
-        return Evidence(logits, choose_targets(logits, requested), noise)
+        return Evidence(logits, target.bind(logits), noise)
 
 
 class CentreGaussian(Explainer):
     """A baseline: a Gaussian at the image centre (sigma a quarter of the side)."""
 
-    def _explain(self, x: Tensor, requested: Tensor | None) -> Evidence:
+    def _explain(self, x: Tensor, target: Target) -> Evidence:
         with torch.inference_mode():
             logits = self.model(x)
         height, width = x.shape[-2:]
         rows = (torch.arange(height, device=x.device) - (height - 1) / 2) / (height / 4)
         columns = (torch.arange(width, device=x.device) - (width - 1) / 2) / (width / 4)
         bump = torch.exp(-0.5 * (rows[:, None] ** 2 + columns[None, :] ** 2))
-        return Evidence(logits, choose_targets(logits, requested), bump.expand(x.shape[0], -1, -1))
+        return Evidence(logits, target.bind(logits), bump.expand(x.shape[0], -1, -1))
 
 
 def mask_iou(maps: Tensor, masks: Tensor) -> Tensor:

@@ -175,8 +175,13 @@ def test_models_the_method_cannot_read_get_a_line_that_says_what_to_do(resnet18)
         message = error_message(InputError, reciprocam.explainer(name, resnet18), grey)
         assert "input of shape (1, 1, 64, 64)" in message
         assert "expected input[1, 1, 64, 64] to have 3 channels" in message
-    message = error_message(ModelError, ReciproCAM(TwoHeads(resnet18)), seeded((1, 3, 64, 64)))
-    assert message.endswith("forward returns the one output to explain")
+    # A tuple's first element is explained (the rule of `explained_output`); output= the other.
+    x = seeded((1, 3, 64, 64))
+    first = ReciproCAM(TwoHeads(resnet18)).explain(x)
+    torch.testing.assert_close(first.maps, ReciproCAM(resnet18)(x))
+    second = ReciproCAM(TwoHeads(resnet18), output=1, score="logit").explain(x, 3)
+    wrapped = nn.Sequential(resnet18, nn.Sigmoid())
+    torch.testing.assert_close(second.maps, ReciproCAM(wrapped, score="logit")(x, 3))
 
 
 @pytest.fixture(scope="module")

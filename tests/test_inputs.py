@@ -65,10 +65,10 @@ def test_bad_inputs(resnet18, x, message):
         (1000, r"class 1000 is out of range: the model has 1000 classes \(0 to 999\)"),
         ([5, -1], r"class -1 is out of range"),
         (torch.tensor([1.0, 2.0]), r"targets must be integer class indices, not torch.float32"),
-        (torch.tensor([[1, 2]]), r"targets must be one class or one per image, got shape \(1, 2\)"),
-        (True, r"targets must be None, a class index or one index per image, not bool"),
-        ("cat", r"targets must be None, a class index or one index per image, not str"),
-        ([1.5, 2], r"targets must be integer class indices, got \[1.5, 2\]"),
+        (torch.tensor([[1, 2]]), r"got 1 targets for a batch of 2 images: image 1 has none"),
+        (True, r"targets must be None, a class index, one per image or a list per image, not bool"),
+        ("cat", r"targets must be classes, 'all', a Target or a function, not 'cat'"),
+        ([1.5, 2], r"targets of image 0 must be integer class indices: \[1.5\]"),
     ],
 )
 def test_bad_targets(cam, targets, message):

@@ -8,7 +8,7 @@ from helpers import ReadsInputBatchSize, build, seeded
 from oracle import explicit_scores, minmax
 from torch import nn
 
-from reciprocam import LayerError, ModelError, ReciproCAM
+from reciprocam import LayerError, ModelError, ReciproCAM, TargetError
 
 # The model, the layer the automatic rule must pick, and whether its head starts with GAP.
 AUTOMATIC = [
@@ -171,11 +171,9 @@ def test_model_without_a_spatial_layer():
         ReciproCAM(model)(seeded((1, 3, 8, 8)))
 
 
-def test_model_whose_output_is_not_class_scores():
+def test_model_whose_output_is_a_grid_needs_a_class():
     model = nn.Sequential(nn.Conv2d(3, 4, 3))
-    with pytest.raises(
-        ModelError, match=r"the model returned \(1, 4, 6, 6\); explaining needs class scores"
-    ):
+    with pytest.raises(TargetError, match=r"a segmentation output has no top-1 class to explain"):
         ReciproCAM(model)(seeded((1, 3, 8, 8)))
 
 

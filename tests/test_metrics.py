@@ -16,7 +16,8 @@ from scipy.ndimage import gaussian_filter
 from torch import Tensor, nn
 
 from reciprocam import GradCAM, InputError, OptionError, ReciproCAM, TargetError
-from reciprocam.explainer import Evidence, Explainer, choose_targets
+from reciprocam.explainer import Evidence, Explainer
+from reciprocam.targets import Target
 from reciprocam.metrics import (
     ADCC,
     AverageDrop,
@@ -57,9 +58,9 @@ class PixelSum(nn.Module):
 class InputEnergy(Explainer):
     """A test explainer: the map is the input's absolute value summed over channels."""
 
-    def _explain(self, x: Tensor, requested: Tensor | None) -> Evidence:
+    def _explain(self, x: Tensor, target: Target) -> Evidence:
         logits = self.model(x)
-        return Evidence(logits, choose_targets(logits, requested), x.abs().sum(dim=1))
+        return Evidence(logits, target.bind(logits), x.abs().sum(dim=1))
 
 
 def image(*rows: list[float]) -> Tensor:

@@ -21,7 +21,8 @@ import torch
 from reference.seeded_tiny_cnn import build_model
 from torch import Tensor, nn
 
-from reciprocam.explainer import Evidence, Explainer, choose_targets
+from reciprocam.explainer import Evidence, Explainer
+from reciprocam.targets import Target
 from reciprocam.metrics import (
     ADCC,
     AverageDrop,
@@ -43,10 +44,10 @@ Inputs = tuple[Tensor, Tensor, Tensor]
 class SumOfSquares(Explainer):
     """The reference's stand-in explainer: the per-pixel sum of squares over channels."""
 
-    def _explain(self, x: Tensor, requested: Tensor | None) -> Evidence:
+    def _explain(self, x: Tensor, target: Target) -> Evidence:
         with torch.inference_mode():
             logits = self.model(x)
-        return Evidence(logits, choose_targets(logits, requested), x.square().sum(dim=1))
+        return Evidence(logits, target.bind(logits), x.square().sum(dim=1))
 
 
 @pytest.fixture(scope="module")

@@ -96,7 +96,10 @@ def test_model_names():
     assert names[0] == DEMO_MODEL == "efficientnet_lite0"
     assert "resnet50" in names
     assert "resnet18" in names
-    assert names[1:] == torchvision.models.list_models(module=torchvision.models)
+    classifiers = torchvision.models.list_models(module=torchvision.models)
+    segmenters = torchvision.models.list_models(module=torchvision.models.segmentation)
+    assert names[1:] == classifiers + segmenters
+    assert "fcn_resnet50" in segmenters
     assert len(set(names)) == len(names)
 
 
@@ -109,7 +112,8 @@ def test_unknown_model_suggests_close_names():
 def test_unknown_model_without_close_names():
     message = model_error(load_model, "qqqqqqqq")
     assert message == (
-        "unknown model 'qqqqqqqq' (torchvision classifiers, efficientnet_lite0, or timm models"
+        "unknown model 'qqqqqqqq' (torchvision classifiers and segmentation models,"
+        " efficientnet_lite0, or timm models"
         " as timm:NAME)"
     )
 

@@ -94,7 +94,7 @@ class Evidence:
 
     logits: Tensor  # (B, ...) the explained output of the unmodified images
     target: BoundTarget  # bound to that output
-    maps: Tensor  # (B, T, h, w) raw maps of the targets
+    maps: Tensor  # (B, T, h, w) raw maps of the targets, or (B, h, w): one for every target
     scores: Tensor | None = None  # (B, T', h, w) raw maps of `target.every()`
     attributions: Tensor | None = None  # (B, T, C, H, W)
 
@@ -215,7 +215,10 @@ class Explainer(ABC):
         if not self.multilabel and bound.reads_classes and evidence.logits.ndim == 2:
             warn_if_probabilities(evidence.logits)
         with torch.inference_mode():
-            maps = normalize_maps(evidence.maps.detach())
+            maps = evidence.maps.detach()
+            if maps.ndim == 3:
+                maps = maps[:, None].expand(-1, bound.count, -1, -1)
+            maps = normalize_maps(maps)
             if self.upsample and maps.shape[-2:] != x.shape[-2:]:
                 maps = upsample_maps(maps, (x.shape[2], x.shape[3]))
             scores = evidence.scores

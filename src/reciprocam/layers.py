@@ -386,7 +386,7 @@ def _automatic_layer(
         (index, call, layout)
         for index, call in enumerate(calls)
         if last_calls[call.module] is call and not isinstance(call.module, _HEAD_POOLING)
-        if encoder is None or call.name.startswith(f"{encoder}.")
+        if encoder is None or call.name == encoder or call.name.startswith(f"{encoder}.")
         for layout in [_spatial_layout(call, x, requested, channels_first)]
         if layout is not None
     ]

@@ -84,7 +84,8 @@ class AblationCAM(FeatureMapExplainer):
         activations: Tensor, gradients: Tensor | None,
     ) -> Tensor:  # fmt: skip
         batch, channels = activations.shape[:2]
-        ablated = activations.new_empty(batch, channels, target.count, dtype=torch.float32)
+        dtype = torch.promote_types(activations.dtype, torch.float32)
+        ablated = activations.new_empty(batch, channels, target.count, dtype=dtype)
         head_only = self._head_only[layer.name]
         step = self.batch_size or (
             automatic_rows(activations[0].numel() * activations.element_size())

@@ -185,11 +185,18 @@ def target_gradients(
     target: BoundTarget, output: Tensor, tensors: list[Tensor], images: Tensor | None = None
 ) -> list[tuple[Tensor, ...]]:
     """d(sum over the batch of each target's logit-scale score)/d`tensors`, one backward per
-    target (the images' scores are independent, so one sum gives every image's gradient)."""
+    target (the images' scores are independent, so one sum gives every image's gradient); a
+    tensor the score does not depend on (a segmenter's training head) gets zeros."""
     rows = torch.arange(output.shape[0], device=output.device) if images is None else images
     scores = target(output, rows, "logit")
     count = scores.shape[1]
     return [
-        torch.autograd.grad(scores[:, t].sum(), tensors, retain_graph=t < count - 1)
+        torch.autograd.grad(
+            scores[:, t].sum(),
+            tensors,
+            retain_graph=t < count - 1,
+            allow_unused=True,
+            materialize_grads=True,
+        )
         for t in range(count)
     ]

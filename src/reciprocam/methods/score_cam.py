@@ -74,7 +74,8 @@ class ScoreCAM(FeatureMapExplainer):
     ) -> Tensor:  # fmt: skip
         batch, channels = activations.shape[:2]
         size = (x.shape[2], x.shape[3])
-        scores = activations.new_empty(batch, channels, target.count, dtype=torch.float32)
+        dtype = torch.promote_types(activations.dtype, torch.float32)
+        scores = activations.new_empty(batch, channels, target.count, dtype=dtype)
         # A constant channel masks the whole input to zero: one pass scores them all.
         flat = activations.amax(dim=(2, 3)) == activations.amin(dim=(2, 3))
         if bool(flat.any()):

@@ -84,7 +84,7 @@ class Batch:
         """The target bound to the model's output on the unmodified images (one per image)."""
 
         def compute() -> BoundTarget:
-            bound = self.target.bind(outputs(model, self.images, batch_size))
+            bound = self.target.bind(self.image_outputs(model, batch_size))
             if bound.count != 1:
                 raise TargetError(
                     f"the metrics measure one map per image, but the target gives {bound.count};"
@@ -95,20 +95,28 @@ class Batch:
         result: BoundTarget = self.cached(("bound", id(model)), compute)
         return result
 
+    def image_outputs(self, model: nn.Module, batch_size: int) -> Tensor:
+        """The model's explained output on the unmodified images."""
+        result: Tensor = self.cached(
+            ("outputs", id(model)), lambda: outputs(model, self.images, batch_size)
+        )
+        return result
+
     def scores(self, model: nn.Module, images: Tensor, batch_size: int, of: Tensor) -> Tensor:
         """(n,) the target's score on n images, image i scored as an image of batch image
         `of[i]` (its class, its region)."""
+        return self.scores_of(model, outputs(model, images, batch_size), batch_size, of)
+
+    def scores_of(self, model: nn.Module, output: Tensor, batch_size: int, of: Tensor) -> Tensor:
+        """(n,) the target's score read from n outputs of the model, as `scores`."""
         bound = self.bound(model, batch_size)
-        return bound(outputs(model, images, batch_size), of.to(images.device), self.score)[:, 0]
+        return bound(output, of.to(output.device), self.score)[:, 0]
 
     def confidence(self, model: nn.Module, batch_size: int) -> Tensor:
         """(B,) Y: the target's score (a class probability, a region's mean probability) on
         each image."""
-        result: Tensor = self.cached(
-            ("confidence", id(model)),
-            lambda: self.scores(model, self.images, batch_size, self._rows()),
-        )
-        return result
+        output = self.image_outputs(model, batch_size)
+        return self.scores_of(model, output, batch_size, self._rows())
 
     def explanation_images(self) -> Tensor:
         """(B, C, H, W) E = x * L, masking in the normalised space (0 = the mean colour)."""
