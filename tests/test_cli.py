@@ -9,12 +9,14 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torchvision
 from helpers import build
 from PIL import Image
 
 from reciprocam import ReciproCAM, ViTReciproCAM, explainer
 from reciprocam.cli import main
 from reciprocam.images import load_image
+from reciprocam.targets import Region
 from reciprocam.zoo import load_model
 
 
@@ -357,3 +359,97 @@ def test_options_that_do_not_apply_to_a_method(photos, tmp_path, capsys):
     )  # fmt: skip
     assert code == 1
     assert err.strip() == "reciprocam: error: --score does not apply to gradcam"
+
+
+def test_several_classes_and_the_top_k_give_a_map_each(photos, tmp_path, capsys):
+    loaded = load_model("resnet18", checkpoint=photos / "resnet18.pt")
+    tensor, _ = loaded.preprocessing(load_image(photos / "first.jpg"))
+    cam = ReciproCAM(loaded.model)
+    code, out, err = run(
+        capsys, "explain", photos / "first.jpg", "--class", "281,Egyptian cat", "--output",
+        tmp_path / "classes", *model_args(photos),
+    )  # fmt: skip
+    assert code == 0, err
+    both = cam.explain(tensor[None], [[281, 285]]).maps[0]
+    for t, index in enumerate((281, 285)):
+        saved = np.load(tmp_path / "classes" / f"first_reciprocam_{index}.npy")
+        np.testing.assert_allclose(saved, both[t].numpy(), atol=1e-6)
+    assert "map of 'tabby'" in out and "map of 'Egyptian cat'" in out
+    code, out, err = run(
+        capsys, "explain", photos / "first.jpg", "--top", "2", "--output", tmp_path / "top",
+        *model_args(photos),
+    )  # fmt: skip
+    assert code == 0, err
+    top = loaded.model(tensor[None]).topk(2).indices[0].tolist()
+    assert sorted(p.name for p in (tmp_path / "top").glob("*.npy")) == sorted(
+        f"first_reciprocam_{index}.npy" for index in top
+    )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--class", "1", "--top", "2"], "--class and --top both choose the classes to explain"),
+        (["--region", "predicted"], "--region applies to --task segmentation"),
+        (["--class", "1,,2"], "'1,,2' has an empty class"),
+        (["--class", "1,1000"], "class 1000 is out of range: the model has 1000 classes"),
+        (["--task", "segmentation"], "--task segmentation explains the region of a class"),
+        (["--task", "segmentation", "--class", "1"], "a Region reads a segmentation output"),
+    ],
+)
+def test_target_option_mistakes(photos, tmp_path, capsys, arguments, message):
+    code, out, err = run(
+        capsys, "explain", photos / "first.jpg", *arguments, "--output", tmp_path,
+        *model_args(photos),
+    )  # fmt: skip
+    assert code == 1
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_segmentation_from_the_command_line(photos, tmp_path, capsys):
+    """A torchvision segmenter by name: the predicted region and a mask file, outlined."""
+    torch.manual_seed(0)
+    model = torchvision.models.segmentation.lraspp_mobilenet_v3_large(
+        weights=None, weights_backbone=None
+    )
+    torch.save(model.state_dict(), tmp_path / "lraspp.pt")
+    loaded = load_model("lraspp_mobilenet_v3_large", checkpoint=tmp_path / "lraspp.pt")
+    preprocessing = loaded.preprocessing.at_size(64)
+    tensor, _ = preprocessing(load_image(photos / "third.jpg"))
+    with torch.no_grad():
+        predicted = loaded.model(tensor[None])["out"].argmax(dim=1)
+    cls = int(predicted.flatten().mode().values)
+    common = [
+        "explain", photos / "third.jpg", "--model", "lraspp_mobilenet_v3_large", "--checkpoint",
+        tmp_path / "lraspp.pt", "--task", "segmentation", "--class", cls, "--image-size", 64,
+        "--device", "cpu",
+    ]  # fmt: skip
+    code, out, err = run(capsys, *common, "--output", tmp_path / "predicted")
+    assert code == 0, err
+    cam = ReciproCAM(loaded.model)
+    expected = cam.explain(tensor[None], Region(cls)).maps[0]
+    np.testing.assert_allclose(
+        np.load(tmp_path / "predicted" / "third_reciprocam.npy"), expected.numpy(), atol=1e-6
+    )
+    mask = np.zeros((100, 100), dtype=np.uint8)
+    mask[20:60, 30:90] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    code, out, err = run(
+        capsys, *common, "--region", tmp_path / "mask.png", "--output", tmp_path / "mask"
+    )
+    assert code == 0, err
+    region = preprocessing.crop_mask(Image.fromarray(mask))
+    assert region.shape == (64, 64) and 0 < int(region.sum()) < 64 * 64
+    expected = cam.explain(tensor[None], Region(cls, region=region)).maps[0]
+    np.testing.assert_allclose(
+        np.load(tmp_path / "mask" / "third_reciprocam.npy"), expected.numpy(), atol=1e-6
+    )
+    with Image.open(tmp_path / "mask" / "third_reciprocam.png") as picture:
+        pixels = np.asarray(picture)
+    white = (pixels == 255).all(axis=2)
+    # The outline: white pixels along the mask's border, none far inside or outside it.
+    scale = pixels.shape[0] / 64
+    rows, columns = np.nonzero(white)
+    inside = region.numpy()[(rows / scale).astype(int), (columns / scale).astype(int)]
+    assert white.sum() > 50 and inside.mean() > 0.9
