@@ -424,3 +424,47 @@ def test_ground_truth_follows_the_preprocessing_geometry(tmp_path: Path) -> None
         sample, photo.size, 0, Preprocessing(resize=32, crop=32)
     )
     assert torch.equal(found, boxes_to_mask([(16, 0, 31, 31)], (32, 32)))
+
+
+def test_segmentation_scores_each_class_region_of_the_shapes_set(tmp_path: Path, capsys) -> None:
+    """`--task segmentation` on Shapes segmentation images and their label masks, with the
+    shipped segmenter: one row per class an image shows, its metrics on the region's score."""
+    from reciprocam.metrics import AverageDrop, PointingGame
+    from reciprocam.synthetic.segmentation import render_segmentation
+    from reciprocam.targets import Region
+
+    data, masks = tmp_path / "data", tmp_path / "masks"
+    data.mkdir()
+    masks.mkdir()
+    drawn = [render_segmentation(5, index) for index in range(3)]
+    for index, sample in enumerate(drawn):
+        sample.image.save(data / f"{index}.png")
+        Image.fromarray(sample.mask.astype(np.uint8)).save(masks / f"{index}.png")
+    output = tmp_path / "out"
+    code, _, err = run(
+        capsys, *(str(a) for a in (
+            "evaluate", "--data", data, "--masks", masks, "--task", "segmentation", "--model",
+            "shapes_segmenter", "--methods", "reciprocam", "--metrics", "drop,deletion,pointing_game",
+            "--steps", 4, "--device", "cpu", "--output", output, "--no-progress",
+        )),
+    )  # fmt: skip
+    assert code == 0, err
+    found = rows(output)
+    expected_keys = sorted(
+        f"{index}.png#{cls + 1}" for index, sample in enumerate(drawn) for cls in sample.classes
+    )
+    assert [row[0] for row in found] == expected_keys
+    loaded = load_model("shapes_segmenter")
+    explainer = build_explainer("reciprocam", loaded.model)
+    for key, _, target, values in found:
+        name, cls = key.split("#")
+        sample = drawn[int(name.split(".")[0])]
+        x = loaded.preprocessing(sample.image)[0][None]
+        region = torch.from_numpy(sample.mask == int(cls))[None]
+        explanation = explainer.explain(x, Region(int(cls), region=region))
+        metrics = json.loads(values)
+        drop = AverageDrop(loaded.model).update(x, explanation.maps, explanation.target)
+        hit = PointingGame().update(x, explanation.maps, None, region)
+        assert target == int(cls)
+        assert metrics["average_drop"] == pytest.approx(drop.item(), abs=1e-5)
+        assert metrics["pointing_game"] == pytest.approx(hit.item())

@@ -95,6 +95,14 @@ def add_parser(commands: Any) -> None:
         help="the class each map explains and the metrics score: the top-1 prediction"
         " (default, as Poppi et al.) or the dataset's label",
     )
+    parser.add_argument(
+        "--task",
+        choices=("classification", "segmentation"),
+        default="classification",
+        help="classification (default), or segmentation: --masks holds label images (pixel ="
+        " class index, 0 background, 255 void) and each class an image shows is explained over"
+        " its ground-truth region, which the metrics score (e.g. --model shapes_segmenter)",
+    )
     truth = parser.add_mutually_exclusive_group()
     truth.add_argument(
         "--boxes",
@@ -184,6 +192,13 @@ def run(arguments: argparse.Namespace) -> int:
         check_steps(arguments.steps, crop, crop)  # before any image is explained
         samples = read_dataset(arguments.data, loaded.categories)
         ground_truth = _ground_truth(arguments, loaded, samples)
+        if arguments.task == "segmentation":
+            assert ground_truth is not None
+            samples = ground_truth.class_samples(samples, len(loaded.categories))
+            if not samples:
+                raise OptionError(
+                    f"no mask in {arguments.masks} shows a class other than the background (0)"
+                )
         chosen = _methods(arguments.methods)
         method_options = _method_options(arguments.method_options, chosen, loaded)
         settings = EvaluationSettings(
@@ -199,6 +214,7 @@ def run(arguments: argparse.Namespace) -> int:
             ),
             method_options=method_options,
             target=arguments.target,
+            task=arguments.task,
             batch_size=arguments.batch_size,
             report_images=arguments.report_images,
             model=_model_identity(arguments, loaded),
@@ -264,6 +280,12 @@ def _load(arguments: argparse.Namespace) -> LoadedModel:
 def _ground_truth(
     arguments: argparse.Namespace, loaded: LoadedModel, samples: list[Sample]
 ) -> GroundTruth | None:
+    if arguments.task == "segmentation":
+        if arguments.masks is None:
+            raise OptionError("--task segmentation needs --masks DIR, a label image per image")
+        if arguments.target != "prediction":
+            raise OptionError("--target does not apply to segmentation: the masks give the classes")
+        return GroundTruth.mask_folder(arguments.masks, labelled=True)
     if arguments.masks is not None:
         return GroundTruth.mask_folder(arguments.masks)
     if arguments.boxes is None:

@@ -12,6 +12,9 @@ Ground truth for the pointing games: a JSON file mapping each image (its path re
 dataset, as in `Sample.key`) to boxes [x_min, y_min, x_max, y_max] in the image's pixels,
 either as a list (boxes of any class) or as {class: list} (boxes by class index or name), or a
 folder of masks (an image per image, same relative path, any suffix; non-zero = object).
+
+For `--task segmentation`, the masks are label images: each pixel's value is its class index
+(0 the background, 255 void, as in Pascal VOC), and each class an image shows is one sample.
 """
 
 from __future__ import annotations
@@ -36,11 +39,21 @@ from ..zoo import Preprocessing
 
 @dataclass(frozen=True)
 class Sample:
-    """One image of a dataset: its key (path relative to the dataset), file and label."""
+    """One image of a dataset: its key (path relative to the dataset), file and label.
+
+    For segmentation, one sample per class of an image: `label` is the class, `key` is
+    "<image key>#<class>" and `image` the image's own key.
+    """
 
     key: str
     path: Path
     label: int | None = None
+    image: str | None = None
+
+    @property
+    def image_key(self) -> str:
+        """The key of the image this sample is (or is a class of)."""
+        return self.image or self.key
 
 
 def read_dataset(source: Path, categories: Sequence[str]) -> list[Sample]:
@@ -107,6 +120,7 @@ class GroundTruth:
 
     boxes: dict[str, list[Sequence[float]] | dict[int, list[Sequence[float]]]] | None = None
     masks: Path | None = None
+    labelled: bool = False  # masks hold class indices (segmentation), not object/no object
 
     @staticmethod
     def read_boxes(path: Path, categories: Sequence[str]) -> GroundTruth:
@@ -130,33 +144,68 @@ class GroundTruth:
         return GroundTruth(boxes=boxes)
 
     @staticmethod
-    def mask_folder(path: Path) -> GroundTruth:
+    def mask_folder(path: Path, labelled: bool = False) -> GroundTruth:
         if not path.is_dir():
             raise InputError(f"{path}: the masks folder does not exist")
-        return GroundTruth(masks=path)
+        return GroundTruth(masks=path, labelled=labelled)
+
+    def class_samples(self, samples: Sequence[Sample], classes: int) -> list[Sample]:
+        """One sample per class (not 0, the background) each image's label mask shows."""
+        expanded = []
+        for sample in samples:
+            labels = self._label_image(sample)
+            if labels is None:
+                continue
+            present = [int(v) for v in np.unique(labels) if 0 < v < 255]
+            for value in present:
+                if value >= classes:
+                    raise InputError(
+                        f"the mask of {sample.key} holds class {value}, but the model has"
+                        f" {classes} classes"
+                    )
+                expanded.append(Sample(f"{sample.key}#{value}", sample.path, value, sample.key))
+        return expanded
+
+    def _mask_file(self, sample: Sample) -> Path | None:
+        assert self.masks is not None
+        stem = Path(sample.image_key).with_suffix("").as_posix()
+        found = [
+            p for p in sorted(self.masks.glob(f"{stem}.*")) if p.suffix.lower() in IMAGE_SUFFIXES
+        ]
+        return found[0] if found else None
+
+    def _label_image(self, sample: Sample) -> np.ndarray | None:
+        """The (height, width) class indices of an image's label mask, or None if it has none."""
+        path = self._mask_file(sample)
+        if path is None:
+            return None
+        try:
+            with Image.open(path) as opened:
+                labels = np.asarray(opened if opened.mode in ("L", "P") else opened.convert("L"))
+        except OSError as error:
+            raise InputError(f"the mask of {sample.key}: {path} cannot be read ({error})") from None
+        return labels
 
     def mask(
         self, sample: Sample, size: tuple[int, int], target: int, preprocessing: Preprocessing
     ) -> Tensor | None:
         """(crop, crop) bool mask of the target's objects as the model sees them, or None
         when the image has no object of that class; `size` is the photo's (width, height)."""
-        if self.masks is not None:
-            found = [
-                p
-                for p in sorted(self.masks.glob(f"{Path(sample.key).with_suffix('').as_posix()}.*"))
-                if p.suffix.lower() in IMAGE_SUFFIXES
-            ]
-            if not found:
+        if self.masks is not None and self.labelled:
+            labels = self._label_image(sample)
+            if labels is None:
+                return None
+            drawn = Image.fromarray(((labels == target) * 255).astype(np.uint8))
+            self._check_size(drawn, sample, size)
+        elif self.masks is not None:
+            found = self._mask_file(sample)
+            if found is None:
                 return None
             try:
-                drawn = load_image(found[0]).convert("L").point(lambda v: 255 if v else 0)
+                drawn = load_image(found).convert("L").point(lambda v: 255 if v else 0)
             except ImageError as error:
                 raise InputError(f"the mask of {sample.key}: {error}") from None
-            if drawn.size != size:
-                raise InputError(
-                    f"the mask {found[0]} is {drawn.size[0]}x{drawn.size[1]} but its image is"
-                    f" {size[0]}x{size[1]}"
-                )
+            self._check_size(drawn, sample, size)
         else:
             assert self.boxes is not None
             entry = self.boxes.get(sample.key, [])
@@ -172,6 +221,13 @@ class GroundTruth:
         cropped = TF.center_crop(resized, [preprocessing.crop, preprocessing.crop])
         mask = torch.from_numpy(np.asarray(cropped) > 0)
         return mask if bool(mask.any()) else None
+
+    def _check_size(self, drawn: Image.Image, sample: Sample, size: tuple[int, int]) -> None:
+        if drawn.size != size:
+            raise InputError(
+                f"the mask of {sample.image_key} is {drawn.size[0]}x{drawn.size[1]} but its image"
+                f" is {size[0]}x{size[1]}"
+            )
 
 
 def _boxes(path: Path, key: str, value: object) -> list[Sequence[float]]:

@@ -24,7 +24,7 @@ from ..images import load_image
 from ..metrics import MetricOptions, MetricSuite
 from ..registry import explainer as build_explainer
 from ..registry import method_for
-from ..targets import Scale
+from ..targets import Region, Scale, TargetSpec
 from ..zoo import LoadedModel
 from .dataset import GroundTruth, Sample
 from .distributed import Shard
@@ -37,7 +37,9 @@ class EvaluationSettings:
 
     methods / metrics: canonical names. options: the metrics' settings. method_options: keyword
     options per method, e.g. {"rise": {"masks": 1000}}. target: "prediction"
-    (each image's top-1, Poppi et al.) or "label" (the dataset's). batch_size: images per
+    (each image's top-1, Poppi et al.) or "label" (the dataset's). task: "classification", or
+    "segmentation": each sample is a class of an image and its map explains the class's
+    ground-truth region (`Region`), which the metrics score and point at. batch_size: images per
     explanation. report_images: how many images (the first ones) keep their maps for the
     report. model: what identifies the model (name, weights, checkpoint digest, input size).
     """
@@ -47,6 +49,7 @@ class EvaluationSettings:
     options: MetricOptions = field(default_factory=MetricOptions)
     method_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     target: str = "prediction"
+    task: str = "classification"
     batch_size: int = 1
     report_images: int = 8
     model: dict[str, Any] = field(default_factory=dict)
@@ -101,17 +104,13 @@ def evaluate(
                 disable=None if progress and shard.is_main else True,
             )
         )
-        warm: set[str] = set()
+        warm: set[str] = set()  # explainers whose first, untimed call has run
         for start in range(0, len(todo), settings.batch_size):
             chunk = todo[start : start + settings.batch_size]
             images, kept, sizes, failed = _load(chunk, loaded, settings)
             store.write([], failed)
             for name in settings.methods:
                 pending = [i for i, sample in enumerate(kept) if (sample.key, name) not in done]
-                if pending and name not in warm:
-                    # The first call resolves the layers and warms the kernels: not timed.
-                    explainers[name].explain(images[pending[:1]].to(device))
-                    warm.add(name)
                 if pending:
                     rows = _evaluate_method(
                         name,
@@ -124,7 +123,9 @@ def evaluate(
                         settings,
                         ground_truth,
                         shown,
+                        warm_up=name not in warm,
                     )
+                    warm.add(name)
                     store.write(rows)
                 bar.update(len(chunk))
 
@@ -162,20 +163,40 @@ def _evaluate_method(
     settings: EvaluationSettings,
     ground_truth: GroundTruth | None,
     shown: set[str],
+    *,
+    warm_up: bool,
 ) -> list[ResultRow]:
     labels = [sample.label for sample in samples]
-    targets = labels if settings.target == "label" else None
+    targets: TargetSpec = labels if settings.target == "label" else None
+    first: TargetSpec = None if targets is None else labels[:1]
+    regions = None
+    if settings.task == "segmentation":
+        classes = [int(label or 0) for label in labels]  # a class sample always has its label
+        found = _ground_truth_masks(samples, sizes, classes, loaded, ground_truth, images.shape[-1])
+        regions = found.to(images.device)
+        targets = Region(classes, region=regions)
+        first = Region(classes[:1], region=regions[:1])
+    if warm_up:  # the first call resolves the layers and warms the kernels: not timed
+        explainer.explain(images[:1], first)
     explanation, seconds = _timed_explanation(explainer, images, targets)
     chosen = explanation.targets.tolist()
-    truth = None
-    if suite.needs_ground_truth:
+    truth = regions
+    if suite.needs_ground_truth and truth is None:
         truth = _ground_truth_masks(samples, sizes, chosen, loaded, ground_truth, images.shape[-1])
         truth = truth.to(images.device)
     suite.reset()
     score: Scale = "sigmoid" if explanation.multilabel else "softmax"
     values = suite.update(images, explanation.maps, explanation.target, truth, score=score)
     deletion, insertion = suite.curves("deletion"), suite.curves("insertion")
-    probabilities = explanation.probabilities.float().cpu()
+    bound = explanation.target
+    assert bound is not None  # every explainer binds its target
+    rows_of = torch.arange(len(samples), device=images.device)
+    probabilities = bound(explanation.logits, rows_of, score)[:, 0].float().cpu()
+    predictions = explanation.predictions
+    if regions is not None:  # a region's prediction: the class most of its pixels get
+        predictions = torch.stack(
+            [p[r].mode().values for p, r in zip(predictions, regions, strict=True)]
+        )
     rows = []
     for index, sample in enumerate(samples):
         metrics = {
@@ -189,8 +210,8 @@ def _evaluate_method(
                 method=name,
                 label=sample.label,
                 target=chosen[index],
-                prediction=int(explanation.predictions[index]),
-                probability=float(probabilities[index, chosen[index]]),
+                prediction=int(predictions[index]),
+                probability=float(probabilities[index]),
                 seconds=seconds / len(samples),
                 metrics=metrics,
                 deletion_curve=None if deletion is None else deletion[index].numpy(),
@@ -202,7 +223,7 @@ def _evaluate_method(
 
 
 def _timed_explanation(
-    explainer: Explainer, images: Tensor, targets: list[int | None] | None
+    explainer: Explainer, images: Tensor, targets: TargetSpec
 ) -> tuple[Explanation, float]:
     on_gpu = images.device.type == "cuda"
     if on_gpu:

@@ -16,12 +16,13 @@ from .preprocessing import Preprocessing
 from .timm_models import TIMM_PREFIX, load_timm
 
 DEMO_MODEL = "efficientnet_lite0"
+SHAPES_SEGMENTER = "shapes_segmenter"
 
 
 def model_names() -> list[str]:
-    """Every name `load_model` accepts: the demo model, torchvision's classifiers and its
-    semantic segmentation models."""
-    return [DEMO_MODEL, *_torchvision_names()]
+    """Every name `load_model` accepts: the demo model, the Shapes segmenter, torchvision's
+    classifiers and its semantic segmentation models."""
+    return [DEMO_MODEL, SHAPES_SEGMENTER, *_torchvision_names()]
 
 
 def _torchvision_names() -> list[str]:
@@ -41,7 +42,8 @@ def load_model(
 ) -> LoadedModel:
     """Build `name` (default: the demo model) in eval mode.
 
-    name: a torchvision classifier, `efficientnet_lite0` (the demo model), or "timm:NAME".
+    name: a torchvision classifier or semantic segmentation model, `efficientnet_lite0` (the
+        demo model), `shapes_segmenter` (the Shapes segmenter), or "timm:NAME".
     weights: a torchvision weights name ("DEFAULT", "IMAGENET1K_V2", ...), downloaded by
         torchvision ("DEFAULT" for timm's pretrained weights), or None for random weights. The
         demo model always has its real weights.
@@ -61,6 +63,10 @@ def load_model(
                 " give no weights (--weights) for it"
             )
         return _load_demo_model(state, checkpoint)
+    if name == SHAPES_SEGMENTER:
+        if weights is not None:
+            raise ModelError(f"{SHAPES_SEGMENTER} comes with its own weights; give no --weights")
+        return _load_shapes_segmenter(state, checkpoint)
     if name not in _torchvision_names():
         close = difflib.get_close_matches(name, model_names(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
@@ -116,6 +122,19 @@ def _torchvision_weights(name: str, weights: str) -> torchvision.models.WeightsE
             return option
     valid = ", ".join(["DEFAULT", *(option.name for option in options)])
     raise ModelError(f"{name} has no weights '{weights}'; choose one of {valid}")
+
+
+def _load_shapes_segmenter(state: Mapping[str, Tensor] | None, source: object) -> LoadedModel:
+    """The Shapes segmenter (`reciprocam.synthetic`) on its 64x64 images, trained weights."""
+    from ..synthetic.segmentation import LABELS
+    from ..synthetic.segmenter import shapes_segmenter
+    from ..synthetic.shapes import MEAN, SIZE, STD
+
+    model = shapes_segmenter()
+    if state is not None:
+        load_state(model, state, source)
+    preprocessing = Preprocessing(resize=SIZE, crop=SIZE, mean=MEAN, std=STD)
+    return LoadedModel(SHAPES_SEGMENTER, model, preprocessing, LABELS, True)
 
 
 def _load_demo_model(state: Mapping[str, Tensor] | None, source: object) -> LoadedModel:
