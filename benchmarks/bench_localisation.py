@@ -27,12 +27,12 @@ from torch import Tensor, nn
 
 from reciprocam import ReciproCAMError
 from reciprocam.explainer import Evidence, Explainer
-from reciprocam.targets import Target
 from reciprocam.metrics import PAPER_METRICS, MetricOptions, MetricSuite, metric_info
 from reciprocam.registry import explainer as build_explainer
 from reciprocam.registry import method_for, methods
 from reciprocam.synthetic.models import shapes_model
 from reciprocam.synthetic.shapes import ShapesDataset, to_tensor
+from reciprocam.targets import Target
 
 THRESHOLDS = torch.linspace(0.05, 0.95, 19)
 LOCALISATION = ("pointing_game", "energy_pointing_game", "mask_iou")

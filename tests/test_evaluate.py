@@ -444,8 +444,9 @@ def test_segmentation_scores_each_class_region_of_the_shapes_set(tmp_path: Path,
     code, _, err = run(
         capsys, *(str(a) for a in (
             "evaluate", "--data", data, "--masks", masks, "--task", "segmentation", "--model",
-            "shapes_segmenter", "--methods", "reciprocam", "--metrics", "drop,deletion,pointing_game",
-            "--steps", 4, "--device", "cpu", "--output", output, "--no-progress",
+            "shapes_segmenter", "--methods", "reciprocam", "--metrics",
+            "drop,deletion,pointing_game", "--steps", 4, "--device", "cpu", "--output", output,
+            "--no-progress",
         )),
     )  # fmt: skip
     assert code == 0, err
