@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -57,6 +59,33 @@ def time_interleaved(
                 torch.cuda.synchronize()
             samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def train_one_cycle(
+    model: nn.Module,
+    loader: DataLoader,
+    loss: Callable[[nn.Module, Tensor, Tensor], Tensor],
+    *,
+    rate: float,
+    decay: float,
+    steps: int,
+    label: str,
+) -> float:
+    """Train `model` one pass over `loader` (AdamW, a one-cycle learning rate over `steps`)
+    with `loss(model, inputs, targets)`; return the seconds taken."""
+    optimiser = torch.optim.AdamW(model.parameters(), lr=rate, weight_decay=decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=rate, total_steps=steps)
+    began = time.perf_counter()
+    model.train()
+    for step, (inputs, targets) in enumerate(loader):
+        value = loss(model, inputs, targets)
+        optimiser.zero_grad()
+        value.backward()
+        optimiser.step()
+        schedule.step()
+        if step % 50 == 0:
+            print(f"{label} step {step}/{steps} loss {value.item():.3f}", flush=True)
+    return time.perf_counter() - began
 
 
 def write_results(name: str, payload: dict[str, object]) -> Path:

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from pathlib import Path
 
 import torch
-from common import write_results
+from common import train_one_cycle, write_results
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -46,20 +45,17 @@ def train(kind: str, seed: int, test: DataLoader) -> tuple[dict[str, float], nn.
     loader = DataLoader(
         ShapesDataset("train", count, seed), batch_size=batch, shuffle=False, num_workers=1
     )
-    optimiser = torch.optim.AdamW(model.parameters(), lr=rate, weight_decay=decay)
-    steps = math.ceil(count / batch)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=rate, total_steps=steps)
-    began = time.perf_counter()
-    model.train()
-    for step, (images, labels) in enumerate(loader):
-        loss = nn.functional.cross_entropy(model(images), labels, label_smoothing=0.05)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        if step % 50 == 0:
-            print(f"{kind} step {step}/{steps} loss {loss.item():.3f}", flush=True)
-    seconds = time.perf_counter() - began
+    seconds = train_one_cycle(
+        model,
+        loader,
+        lambda net, images, labels: nn.functional.cross_entropy(
+            net(images), labels, label_smoothing=0.05
+        ),
+        rate=rate,
+        decay=decay,
+        steps=math.ceil(count / batch),
+        label=kind,
+    )
     score = accuracy(model, test)
     print(f"{kind}: test accuracy {score:.2%} after {seconds:.0f} s of training")
     return {"test_accuracy": score, "training_seconds": seconds, "training_images": count}, model

@@ -8,7 +8,7 @@ from helpers import ReadsInputBatchSize, build, seeded
 from oracle import explicit_scores, minmax
 from torch import nn
 
-from reciprocam import LayerError, ModelError, ReciproCAM, TargetError
+from reciprocam import LayerError, ReciproCAM, TargetError
 
 # The model, the layer the automatic rule must pick, and whether its head starts with GAP.
 AUTOMATIC = [

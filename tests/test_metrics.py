@@ -17,7 +17,6 @@ from torch import Tensor, nn
 
 from reciprocam import GradCAM, InputError, OptionError, ReciproCAM, TargetError
 from reciprocam.explainer import Evidence, Explainer
-from reciprocam.targets import Target
 from reciprocam.metrics import (
     ADCC,
     AverageDrop,
@@ -37,6 +36,7 @@ from reciprocam.metrics import (
     rise_kernel,
     summarize,
 )
+from reciprocam.targets import Target
 
 
 def sigmoid(value: float) -> float:

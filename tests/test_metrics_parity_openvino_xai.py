@@ -22,7 +22,6 @@ from reference.seeded_tiny_cnn import build_model
 from torch import Tensor, nn
 
 from reciprocam.explainer import Evidence, Explainer
-from reciprocam.targets import Target
 from reciprocam.metrics import (
     ADCC,
     AverageDrop,
@@ -34,6 +33,7 @@ from reciprocam.metrics import (
     PointingGame,
     boxes_to_mask,
 )
+from reciprocam.targets import Target
 
 REFERENCE = Path(__file__).parent / "reference" / "openvino_xai_metrics.npz"
 ATOL = 1e-6

@@ -36,15 +36,19 @@ CLASSES = 5
 SIZE = 16
 
 
+def two_stages() -> nn.Sequential:
+    """conv (bias) -> BN -> ReLU -> conv -> ReLU: a 16x16 input to a 4x4 grid of 12 channels."""
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 12, 3, 2, 1), nn.ReLU()
+    )
+
+
 class TinyClassifier(nn.Module):
-    """conv (bias) -> BN -> ReLU -> conv -> ReLU (4x4 grid) -> GAP -> Linear."""
+    """`two_stages` -> GAP -> Linear."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.features = nn.Sequential(
-            nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 12, 3, 2, 1),
-            nn.ReLU(),
-        )  # fmt: skip
+        self.features = two_stages()
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(12, CLASSES)
 
@@ -57,10 +61,7 @@ class TinySegmenter(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.encoder = nn.Sequential(
-            nn.Conv2d(3, 8, 3, 2, 1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 12, 3, 2, 1),
-            nn.ReLU(),
-        )  # fmt: skip
+        self.encoder = two_stages()
         self.decoder = nn.Sequential(
             nn.Conv2d(12, 12, 3, 1, 1), nn.ReLU(), nn.Conv2d(12, CLASSES, 1)
         )
@@ -449,3 +450,43 @@ def test_targets_accept_numpy_and_tensors(classifier):
         Classes([[1, 2], [3, 0]]),
     ):
         torch.testing.assert_close(ReciproCAM(classifier).explain(x, given).maps, by_list)
+
+
+class TinyUNet(nn.Module):
+    """A U-Net: the stem's 8x8 output feeds both the bottleneck and, by a skip, the decoder."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.ModuleDict(
+            {
+                "stem": nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU()),
+                "down": nn.Sequential(nn.Conv2d(8, 12, 3, 2, 1), nn.ReLU()),
+            }
+        )
+        self.up = nn.Conv2d(12, 8, 1)
+        self.head = nn.Conv2d(16, CLASSES, 3, 1, 1)
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        skip = self.encoder["stem"](x)
+        deep = F.interpolate(self.up(self.encoder["down"](skip)), size=skip.shape[-2:])
+        out = self.head(torch.cat([skip, deep], dim=1))
+        return {"out": F.interpolate(out, size=x.shape[-2:], mode="bilinear")}
+
+
+def test_a_unet_is_masked_where_one_path_remains(classifier):
+    torch.manual_seed(3)
+    unet = TinyUNet().eval()
+    x = seeded((1, 3, SIZE, SIZE), 21)
+    cls = common_class(unet, x)
+    for method in ("reciprocam", "gradcam"):
+        explainer = build_explainer(method, unet)
+        explainer.explain(x, cls)
+        assert explainer.target_layer.name == "encoder.stem", method
+    # The bottleneck: any layer for the gradient methods, a bypassed one for the masking ones.
+    grad = build_explainer("gradcam", unet, "encoder.down").explain(x, Region(cls, reduce="sum"))
+    region = region_of(unet, x, cls)
+    wrapped = ScoreModel(unet, lambda out: (out["out"][:, cls] * region).sum((1, 2)))
+    expected = build_explainer("gradcam", wrapped, "model.encoder.down").explain(x, 0)
+    torch.testing.assert_close(grad.maps, expected.maps, atol=2e-5, rtol=0)
+    message = error_message(reciprocam.LayerError, ReciproCAM(unet, "encoder.down"), x, cls)
+    assert "is bypassed" in message

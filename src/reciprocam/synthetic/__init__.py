@@ -1,5 +1,7 @@
 """Data whose evidence is known, for checking where explanation maps point.
 
 shapes: the Shapes dataset generator (one class-deciding shape among distractors, with its
-mask); models: a small CNN and ViT trained on it, whose weights ship with the package.
+mask); models: a small CNN and ViT trained on it, whose weights ship with the package;
+segmentation: Shapes for segmentation (several shapes of several classes, a label mask);
+segmenter: a small encoder-decoder trained on it, shipped likewise (`shapes_segmenter`).
 """

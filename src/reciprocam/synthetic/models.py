@@ -19,14 +19,15 @@ from .shapes import CLASSES, SIZE
 KINDS = ("cnn", "vit")
 
 
-class _Block(nn.Module):
-    """A ResNet basic block: two 3x3 convolutions and a (projected) skip connection."""
+class BasicBlock(nn.Module):
+    """A ResNet basic block: two 3x3 convolutions (dilated by `dilation`) and a (projected)
+    skip connection."""
 
-    def __init__(self, inputs: int, outputs: int, stride: int) -> None:
+    def __init__(self, inputs: int, outputs: int, stride: int = 1, dilation: int = 1) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(inputs, outputs, 3, stride, 1, bias=False)
+        self.conv1 = nn.Conv2d(inputs, outputs, 3, stride, dilation, dilation, bias=False)
         self.bn1 = nn.BatchNorm2d(outputs)
-        self.conv2 = nn.Conv2d(outputs, outputs, 3, 1, 1, bias=False)
+        self.conv2 = nn.Conv2d(outputs, outputs, 3, 1, dilation, dilation, bias=False)
         self.bn2 = nn.BatchNorm2d(outputs)
         self.skip = (
             nn.Identity()
@@ -49,9 +50,9 @@ class ShapesCNN(nn.Module):
         self.stem = nn.Sequential(
             nn.Conv2d(3, width, 3, 2, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU()
         )
-        self.layer1 = _Block(width, width, 1)
-        self.layer2 = _Block(width, 2 * width, 2)
-        self.layer3 = _Block(2 * width, 4 * width, 2)
+        self.layer1 = BasicBlock(width, width, 1)
+        self.layer2 = BasicBlock(width, 2 * width, 2)
+        self.layer3 = BasicBlock(2 * width, 4 * width, 2)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(4 * width, classes)
 

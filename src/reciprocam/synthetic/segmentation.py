@@ -62,7 +62,8 @@ class SegmentationImage:
     @property
     def class_masks(self) -> np.ndarray:
         """(len(CLASSES), SIZE, SIZE) bool: the visible pixels of each class's shapes."""
-        return self.mask[None] == np.arange(1, SEGMENTATION_CLASSES)[:, None, None]
+        masks: np.ndarray = self.mask[None] == np.arange(1, SEGMENTATION_CLASSES)[:, None, None]
+        return masks
 
 
 def render_segmentation(seed: int, index: int, size: int = SIZE) -> SegmentationImage:

@@ -18,31 +18,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ModelError
+from .models import BasicBlock
 from .segmentation import SEGMENTATION_CLASSES
 
 CHECKPOINT = "shapes_segmenter.pt"
-
-
-class _Block(nn.Module):
-    """A ResNet basic block (two 3x3 convolutions, dilated by `dilation`, and a skip)."""
-
-    def __init__(self, inputs: int, outputs: int, stride: int = 1, dilation: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(inputs, outputs, 3, stride, dilation, dilation, bias=False)
-        self.bn1 = nn.BatchNorm2d(outputs)
-        self.conv2 = nn.Conv2d(outputs, outputs, 3, 1, dilation, dilation, bias=False)
-        self.bn2 = nn.BatchNorm2d(outputs)
-        self.skip = (
-            nn.Identity()
-            if stride == 1 and inputs == outputs
-            else nn.Sequential(
-                nn.Conv2d(inputs, outputs, 1, stride, bias=False), nn.BatchNorm2d(outputs)
-            )
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        y = torch.relu(self.bn1(self.conv1(x)))
-        return torch.relu(self.bn2(self.conv2(y)) + self.skip(x))
 
 
 def _conv(inputs: int, outputs: int, stride: int = 1) -> nn.Sequential:
@@ -59,9 +38,9 @@ class ShapesSegmenter(nn.Module):
         super().__init__()
         self.encoder = nn.Sequential()
         self.encoder.add_module("stem", nn.Sequential(_conv(3, width, 2), _conv(width, width)))
-        self.encoder.add_module("layer1", _Block(width, 2 * width, 2))
-        self.encoder.add_module("layer2", _Block(2 * width, 2 * width))
-        self.encoder.add_module("layer3", _Block(2 * width, 2 * width, dilation=2))
+        self.encoder.add_module("layer1", BasicBlock(width, 2 * width, 2))
+        self.encoder.add_module("layer2", BasicBlock(2 * width, 2 * width))
+        self.encoder.add_module("layer3", BasicBlock(2 * width, 2 * width, dilation=2))
         self.decoder = nn.Sequential(
             _conv(2 * width, 2 * width),
             nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
