@@ -490,3 +490,19 @@ def test_a_unet_is_masked_where_one_path_remains(classifier):
     torch.testing.assert_close(grad.maps, expected.maps, atol=2e-5, rtol=0)
     message = error_message(reciprocam.LayerError, ReciproCAM(unet, "encoder.down"), x, cls)
     assert "is bypassed" in message
+
+
+def test_vit_reciprocam_gives_several_targets_from_one_pass():
+    torch.manual_seed(4)
+    vit = torchvision.models.VisionTransformer(
+        image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
+        num_classes=CLASSES,
+    ).eval()  # fmt: skip
+    x = seeded((2, 3, 32, 32), 22)
+    table = [[1, 4], [2, 0]]
+    for fast_path in (True, False):
+        cam = reciprocam.ViTReciproCAM(vit, fast_path=fast_path)
+        together = cam.explain(x, table)
+        for t in range(2):
+            alone = cam.explain(x, [row[t] for row in table])
+            torch.testing.assert_close(together.maps[:, t], alone.maps, atol=1e-6, rtol=0)

@@ -1,9 +1,11 @@
 """The base every explainer shares: model lifecycle, target layers, targets, normalisation.
 
 A method subclasses `Explainer` and implements `_explain`: given the input batch and the
-requested targets, return the logits, the chosen targets and raw maps (`Evidence`). The base
-checks the input, keeps the model unchanged (eval mode only during the call, hooks removed even
-on errors, `.grad` untouched), and turns raw maps into maps in [0, 1].
+target (`reciprocam.targets`), return the explained output, the target bound to it and the raw
+maps of its T scores per image (`Evidence`). The base checks the input, reads the explained part
+of the model's output (`output=`, `reciprocam._model.explained_output`), keeps the model
+unchanged (eval mode only during the call, hooks removed even on errors, `.grad` untouched), and
+turns raw maps into maps in [0, 1].
 """
 
 from __future__ import annotations
