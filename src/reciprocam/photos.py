@@ -18,7 +18,7 @@ from .errors import ImageError, TargetError
 from .explainer import Explanation, Targets
 from .files import write_atomically
 from .images import load_image
-from .targets import Scale, TargetSpec
+from .targets import Scale, TargetSpec, check_classes
 from .visualize import crop_to_box, outline, overlay
 from .zoo import Preprocessing
 
@@ -75,12 +75,7 @@ def class_indices(text: str | None, categories: Sequence[str]) -> list[int] | No
         raise TargetError(f"'{text}' has an empty class; give classes separated by commas")
     indices = [class_index(name, categories) for name in names]
     if categories:
-        for index in indices:
-            if not 0 <= index < len(categories):
-                raise TargetError(
-                    f"class {index} is out of range: the model has {len(categories)} classes"
-                    f" (0 to {len(categories) - 1})"
-                )
+        check_classes(torch.tensor(indices), len(categories))
     return indices
 
 

@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ._model import class_probabilities
 from .errors import TargetError
 
 Scale = Literal["logit", "softmax", "sigmoid"]
@@ -56,11 +57,7 @@ def scaled(output: Tensor, scale: Scale) -> Tensor:
     softmax([0, z])[1] (a softmax over one class would be 1 whatever the image).
     """
     values = output.to(torch.promote_types(output.dtype, torch.float32))
-    if scale == "logit":
-        return values
-    if scale == "sigmoid" or values.shape[1] == 1:
-        return values.sigmoid()
-    return values.softmax(dim=1)
+    return values if scale == "logit" else class_probabilities(values, scale == "sigmoid")
 
 
 class BoundTarget(ABC):
