@@ -81,6 +81,24 @@ def test_the_mask_holds_exactly_the_shapes_drawn() -> None:
     assert set(counts) == {2, 3, 4}
 
 
+def test_instances_and_boxes_agree_with_the_label_mask() -> None:
+    """Each shape's own pixels (a later shape covers an earlier one), and its box, for detection."""
+    for index in range(40):
+        sample = render_segmentation(4, index)
+        shown = sample.instances > 0
+        assert np.array_equal(shown, sample.mask > 0)
+        labels = np.array([0, *(1 + kind for kind in sample.shapes)])
+        assert np.array_equal(labels[sample.instances], sample.mask)
+        numbers = [int(v) for v in np.unique(sample.instances) if v]
+        assert len(sample.boxes) == len(numbers)
+        for number, (kind, (x0, y0, x1, y1)) in zip(numbers, sample.boxes, strict=True):
+            assert kind == sample.shapes[number - 1]
+            rows, columns = np.nonzero(sample.instances == number)
+            assert (x0, y0, x1, y1) == (columns.min(), rows.min(), columns.max(), rows.max())
+            assert 0 <= x0 < x1 < SIZE
+            assert 0 <= y0 < y1 < SIZE
+
+
 def test_a_missing_checkpoint_is_a_model_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(segmenter, "CHECKPOINT", "missing.pt")
     message = error_message(ModelError, shapes_segmenter)

@@ -53,6 +53,19 @@ class SegmentationImage:
     image: Image.Image  # RGB, SIZE x SIZE
     mask: np.ndarray  # (SIZE, SIZE) int64: 0 background, 1 + class index
     shapes: tuple[int, ...]  # the class index of each shape drawn, first drawn first
+    instances: np.ndarray  # (SIZE, SIZE) int64: 0 background, 1 + the index of the shape seen
+
+    @property
+    def boxes(self) -> list[tuple[int, tuple[int, int, int, int]]]:
+        """(class index, (x_min, y_min, x_max, y_max) inclusive) of each shape still visible,
+        in drawing order: every object's box, for detection."""
+        found = []
+        for number, label in enumerate(self.shapes, start=1):
+            rows, columns = np.nonzero(self.instances == number)
+            if len(rows):
+                box = (int(columns.min()), int(rows.min()), int(columns.max()), int(rows.max()))
+                found.append((label, box))
+        return found
 
     @property
     def classes(self) -> tuple[int, ...]:
@@ -74,6 +87,7 @@ def render_segmentation(seed: int, index: int, size: int = SIZE) -> Segmentation
     for _ in range(rng.integers(2, 6)):
         _distractor(draw, rng, size)
     mask = np.zeros((size, size), dtype=np.int64)
+    instances = np.zeros((size, size), dtype=np.int64)
     placed: list[tuple[float, float, float]] = []  # (x, y, radius) of each shape drawn
     shapes: list[int] = []
     for _ in range(rng.integers(_SHAPES[0], _SHAPES[1] + 1)):
@@ -87,10 +101,12 @@ def render_segmentation(seed: int, index: int, size: int = SIZE) -> Segmentation
         outline = Image.new("L", (size, size), 0)
         for canvas, fill in ((draw, colour), (ImageDraw.Draw(outline), 255)):
             _target(canvas, CLASSES[label], (x, y), 2 * radius, angle, fill)
-        mask[np.asarray(outline) > 0] = 1 + label
+        drawn = np.asarray(outline) > 0
+        mask[drawn] = 1 + label
         placed.append(spot)
         shapes.append(label)
-    return SegmentationImage(image, mask, tuple(shapes))
+        instances[drawn] = len(shapes)
+    return SegmentationImage(image, mask, tuple(shapes), instances)
 
 
 def _place(
