@@ -506,3 +506,25 @@ def test_vit_reciprocam_gives_several_targets_from_one_pass():
         for t in range(2):
             alone = cam.explain(x, [row[t] for row in table])
             torch.testing.assert_close(together.maps[:, t], alone.maps, atol=1e-6, rtol=0)
+
+
+def test_target_probabilities_are_each_target_score_on_the_image(classifier, segmenter):
+    x = seeded((2, 3, SIZE, SIZE), 23)
+    explanation = ReciproCAM(classifier).explain(x, [[1, 3], [0, 2]])
+    with torch.no_grad():
+        probabilities = classifier(x).softmax(dim=1)
+    expected = probabilities.gather(1, torch.tensor([[1, 3], [0, 2]]))
+    torch.testing.assert_close(explanation.target_probabilities, expected)
+    assert explanation.scale == "softmax"
+    sigmoid = ReciproCAM(classifier, score="sigmoid").explain(x, [1, 0])
+    with torch.no_grad():
+        expected = classifier(x).sigmoid()[[0, 1], [1, 0]][:, None]
+    torch.testing.assert_close(sigmoid.target_probabilities, expected)
+    assert sigmoid.scale == "sigmoid"
+    one = x[:1]
+    cls = common_class(segmenter, one)
+    region = region_of(segmenter, one, cls)
+    with torch.no_grad():
+        mean = (segmenter(one)["out"].softmax(dim=1)[:, cls] * region).sum() / region.sum()
+    region_explanation = ReciproCAM(segmenter).explain(one, cls)
+    torch.testing.assert_close(region_explanation.target_probabilities, mean.view(1, 1))

@@ -35,7 +35,7 @@ from ._model import (
 )
 from .errors import ModelError
 from .layers import LayerSpecs, TargetLayer
-from .targets import BoundTarget, Target, TargetSpec, as_target
+from .targets import BoundTarget, Scale, Target, TargetSpec, as_target
 
 _Self = TypeVar("_Self", bound="Explainer")
 
@@ -88,6 +88,20 @@ class Explanation:
         """Class probabilities over axis 1: the softmax of the logits, or their sigmoids for a
         multi-label head or a one-logit binary one (`class_probabilities`)."""
         return class_probabilities(self.logits, self.multilabel)
+
+    @property
+    def scale(self) -> Scale:
+        """The probability scale of class targets: "sigmoid" for a multi-label explanation,
+        else "softmax" (what the metrics read)."""
+        return "sigmoid" if self.multilabel else "softmax"
+
+    @property
+    def target_probabilities(self) -> Tensor:
+        """(B, T) each target's score on the unmodified images, on `scale`: its class
+        probability, its region's mean class probability (other targets: their raw score)."""
+        assert self.target is not None  # every explainer binds its target
+        rows = torch.arange(self.logits.shape[0], device=self.logits.device)
+        return self.target(self.logits, rows, self.scale)
 
 
 @dataclass(frozen=True)

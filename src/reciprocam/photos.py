@@ -18,7 +18,7 @@ from .errors import ImageError, TargetError
 from .explainer import Explanation, Targets
 from .files import write_atomically
 from .images import load_image
-from .targets import Scale, TargetSpec, check_classes
+from .targets import TargetSpec, check_classes
 from .visualize import crop_to_box, outline, overlay
 from .zoo import Preprocessing
 
@@ -134,9 +134,7 @@ def explain_photos(
         explanation = explainer.explain(tensor[None].to(device), target)
         bound = explanation.target
         assert bound is not None  # every explainer binds its target
-        scale: Scale = "sigmoid" if explanation.multilabel else "softmax"
-        logits = explanation.logits[:1]
-        scores = bound(logits, torch.zeros(1, dtype=torch.long, device=logits.device), scale)[0]
+        scores = explanation.target_probabilities[0]
         maps = explanation.maps[0] if bound.stacked else explanation.maps
         photo = crop_to_box(image, box)
         stem = _unique_stem(f"{path.stem}_{method}", used)

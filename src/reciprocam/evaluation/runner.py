@@ -24,7 +24,7 @@ from ..images import load_image
 from ..metrics import MetricOptions, MetricSuite
 from ..registry import explainer as build_explainer
 from ..registry import method_for
-from ..targets import Region, Scale, TargetSpec
+from ..targets import Region, TargetSpec
 from ..zoo import LoadedModel
 from .dataset import GroundTruth, Sample
 from .distributed import Shard
@@ -185,13 +185,11 @@ def _evaluate_method(
         truth = _ground_truth_masks(samples, sizes, chosen, loaded, ground_truth, images.shape[-1])
         truth = truth.to(images.device)
     suite.reset()
-    score: Scale = "sigmoid" if explanation.multilabel else "softmax"
-    values = suite.update(images, explanation.maps, explanation.target, truth, score=score)
+    values = suite.update(
+        images, explanation.maps, explanation.target, truth, score=explanation.scale
+    )
     deletion, insertion = suite.curves("deletion"), suite.curves("insertion")
-    bound = explanation.target
-    assert bound is not None  # every explainer binds its target
-    rows_of = torch.arange(len(samples), device=images.device)
-    probabilities = bound(explanation.logits, rows_of, score)[:, 0].float().cpu()
+    probabilities = explanation.target_probabilities[:, 0].float().cpu()
     predictions = explanation.predictions
     if regions is not None:  # a region's prediction: the class most of its pixels get
         predictions = torch.stack(

@@ -114,11 +114,11 @@ class FeatureMapExplainer(Explainer):
         activations = [layer.features(o.detach()) for o, layer in zip(outputs, layers, strict=True)]
         if not gradients:
             return activations, [None] * len(layers), logits, bound
-        per_layer = [
+        per_layer: list[Tensor | None] = [
             torch.stack([layer.features(g) for g in by_target], dim=1)
             for layer, by_target in zip(layers, zip(*grads, strict=True), strict=True)
         ]
-        return activations, list(per_layer), logits.detach(), bound
+        return activations, per_layer, logits.detach(), bound
 
     def _maps_of_layer(
         self,
