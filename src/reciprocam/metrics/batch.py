@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,8 @@ from ..errors import InputError, TargetError
 from ..explainer import Explainer
 from ..options import one_of, positive
 from ..targets import BoundTarget, Classes, Scale, Target, TargetSpec, as_target
+
+_Value = TypeVar("_Value")
 
 
 @dataclass
@@ -74,11 +76,12 @@ class Batch:
             ground_truth = ground_truth.to(device=images.device, dtype=torch.bool)
         return Batch(images, maps, target, ground_truth, score)
 
-    def cached(self, key: tuple[Any, ...], compute: Callable[[], Any]) -> Any:
+    def cached(self, key: tuple[Any, ...], compute: Callable[[], _Value]) -> _Value:
         """`compute()` on the first request for `key`, the same value afterwards."""
         if key not in self._cache:
             self._cache[key] = compute()
-        return self._cache[key]
+        value: _Value = self._cache[key]
+        return value
 
     def bound(self, model: nn.Module, batch_size: int) -> BoundTarget:
         """The target bound to the model's output on the unmodified images (one per image)."""
@@ -92,15 +95,11 @@ class Batch:
                 )
             return bound
 
-        result: BoundTarget = self.cached(("bound", id(model)), compute)
-        return result
+        return self.cached(("bound", id(model)), compute)
 
     def image_outputs(self, model: nn.Module, batch_size: int) -> Tensor:
         """The model's explained output on the unmodified images."""
-        result: Tensor = self.cached(
-            ("outputs", id(model)), lambda: outputs(model, self.images, batch_size)
-        )
-        return result
+        return self.cached(("outputs", id(model)), lambda: outputs(model, self.images, batch_size))
 
     def scores(self, model: nn.Module, images: Tensor, batch_size: int, of: Tensor) -> Tensor:
         """(n,) the target's score on n images, image i scored as an image of batch image
@@ -120,18 +119,14 @@ class Batch:
 
     def explanation_images(self) -> Tensor:
         """(B, C, H, W) E = x * L, masking in the normalised space (0 = the mean colour)."""
-        result: Tensor = self.cached(
-            ("explanation_images",), lambda: self.images * self.maps[:, None]
-        )
-        return result
+        return self.cached(("explanation_images",), lambda: self.images * self.maps[:, None])
 
     def explanation_confidence(self, model: nn.Module, batch_size: int) -> Tensor:
         """(B,) O: the target's score on each image's explanation image E."""
-        result: Tensor = self.cached(
+        return self.cached(
             ("explanation_confidence", id(model)),
             lambda: self.scores(model, self.explanation_images(), batch_size, self._rows()),
         )
-        return result
 
     def explanation_maps(self, explainer: Explainer, batch_size: int) -> Tensor:
         """(B, H, W) the explainer's maps of E for the same targets, at the input size."""
@@ -143,8 +138,7 @@ class Batch:
                 maps = maps[:, 0]
             return _check_maps(maps, self.images.shape[0], tuple(self.images.shape[-2:]))
 
-        result: Tensor = self.cached(("explanation_maps", id(explainer)), compute)
-        return result
+        return self.cached(("explanation_maps", id(explainer)), compute)
 
     def _rows(self) -> Tensor:
         return torch.arange(self.images.shape[0], device=self.images.device)
