@@ -7,6 +7,8 @@ import torch
 from helpers import build, fingerprint, seeded
 from torch import nn
 
+from reciprocam.detection import DetectionExplainer, DetectionExplanation
+from reciprocam.detection.boxes import BoxSpec
 from reciprocam.explainer import Explainer, Explanation, Targets
 
 
@@ -36,6 +38,18 @@ def every_explanation_leaves_the_model_unchanged(
             assert fingerprint(self.model) == before, f"{type(self).__name__} changed the model"
 
     monkeypatch.setattr(Explainer, "explain", checked)
+    explain_boxes = DetectionExplainer.explain
+
+    def checked_boxes(
+        self: DetectionExplainer, image: torch.Tensor, boxes: BoxSpec = None
+    ) -> DetectionExplanation:
+        before = fingerprint(self.model)
+        try:
+            return explain_boxes(self, image, boxes)
+        finally:
+            assert fingerprint(self.model) == before, f"{type(self).__name__} changed the model"
+
+    monkeypatch.setattr(DetectionExplainer, "explain", checked_boxes)
 
 
 @pytest.fixture(scope="session")

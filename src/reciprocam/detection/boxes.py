@@ -10,7 +10,8 @@ candidates j:
 
 with B_j[c_t] the candidate's box for label c_t (its only box for one-stage detectors).
 `iou_plus_score` is pytorch-grad-cam's `FasterRCNNBoxScoreTarget` for one box: the final
-detection of the same label with the largest IoU, IoU + score if IoU > 0.5, else 0.
+detection with the largest IoU, IoU + its score if IoU > 0.5 and its label is the target's,
+else 0.
 """
 
 from __future__ import annotations
@@ -66,18 +67,19 @@ class BoxTargets:
         return weighted.amax(dim=1)
 
     def iou_plus_score(self, detections: list[dict[str, Tensor]]) -> Tensor:
-        """(n, T) pytorch-grad-cam's box score of each target in n copies' final detections."""
+        """(n, T) pytorch-grad-cam's box score of each target in n copies' final detections:
+        IoU + score of the detection overlapping the box most, if IoU > 0.5 and its label is
+        the target's, else 0."""
         rows = []
         for found in detections:
-            iou = pairwise_iou(found["boxes"][:, None], self.boxes[None].to(found["boxes"]))
-            same = found["labels"][:, None] == self.labels[None].to(found["labels"].device)
-            iou = torch.where(same, iou, torch.zeros_like(iou))  # (D, T)
-            if iou.shape[0] == 0:
-                rows.append(iou.new_zeros(self.count))
+            if found["boxes"].shape[0] == 0:
+                rows.append(found["boxes"].new_zeros(self.count))
                 continue
-            best, index = iou.max(dim=0)
+            iou = pairwise_iou(found["boxes"][:, None], self.boxes[None].to(found["boxes"]))
+            best, index = iou.max(dim=0)  # (T,) over every detection, as pytorch-grad-cam
+            same = found["labels"][index] == self.labels.to(index.device)
             score = best + found["scores"][index]
-            rows.append(torch.where(best > 0.5, score, torch.zeros_like(score)))
+            rows.append(torch.where(same & (best > 0.5), score, torch.zeros_like(score)))
         return torch.stack(rows)
 
 
@@ -87,7 +89,9 @@ def detected_targets(
     """The detections scoring at least `threshold`, each with the class vector of the candidate
     it came from: the candidate whose box for its label overlaps it most (IoU 1 up to rounding).
     """
-    keep = detections["scores"] >= threshold
+    # An empty box (a detection clipped to nothing) has no IoU with anything: it is left out.
+    area = (detections["boxes"][:, 2:] - detections["boxes"][:, :2]).prod(dim=1)
+    keep = (detections["scores"] >= threshold) & (area > 0)
     boxes, labels = detections["boxes"][keep], detections["labels"][keep]
     if labels.numel() == 0:
         best = float(detections["scores"].max()) if detections["scores"].numel() else None
