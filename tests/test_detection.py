@@ -52,8 +52,9 @@ def image() -> Tensor:
 def oracle_candidates(
     model: nn.Module, levels: OrderedDict[str, Tensor], tensors: Tensor, size: tuple[int, int],
     original: tuple[int, int],
-) -> list[tuple[Tensor, Tensor]]:  # fmt: skip
-    """Per copy: (boxes (N, L, 4) in original pixels, class vectors (N, L)), one copy at a time."""
+) -> list[tuple[Tensor, Tensor, int]]:  # fmt: skip
+    """Per copy: (boxes (N, L, 4) in original pixels, class vectors (N, L) whose classes start
+    at column 1 after a background, column 0 for sigmoid heads), one copy at a time."""
     found = []
     for copy in range(tensors.shape[0]):
         one = OrderedDict((key, level[copy : copy + 1]) for key, level in levels.items())
@@ -82,22 +83,22 @@ def oracle_candidates(
             boxes = boxes[:, None].expand(-1, vectors.shape[1], -1)
         boxes = clip_boxes_to_image(boxes.reshape(-1, 4), size).view(boxes.shape)
         scale = torch.tensor([original[1] / size[1], original[0] / size[0]] * 2)
-        found.append((boxes * scale, vectors))
+        found.append((boxes * scale, vectors, 1 if isinstance(model, FasterRCNN) else 0))
     return found
 
 
 def oracle_similarity(
-    candidates: list[tuple[Tensor, Tensor]], targets: list[tuple[int, tuple[float, ...]]],
+    candidates: list[tuple[Tensor, Tensor, int]], targets: list[tuple[int, tuple[float, ...]]],
     target_vectors: Tensor,
 ) -> Tensor:  # fmt: skip
     """(copies, T) max_j IoU(b_t, B_j) cos(P_t, P_j) max_{c>=1} P_j[c], from the definition."""
     rows = []
-    for boxes, vectors in candidates:
+    for boxes, vectors, first in candidates:
         row = []
         for (label, box), target_vector in zip(targets, target_vectors, strict=True):
             iou = box_iou(torch.tensor([box]), boxes[:, label])[0].nan_to_num()
             cosine = (vectors @ target_vector) / (vectors.norm(dim=1) * target_vector.norm())
-            confidence = vectors[:, 1:].max(dim=1).values
+            confidence = vectors[:, first:].max(dim=1).values
             row.append(float((iou * cosine * confidence).max()))
         rows.append(row)
     return torch.tensor(rows)
@@ -255,7 +256,7 @@ def test_detections_are_targets_with_their_own_class_vector(
     tensors, size, levels = prepared(model, image)
     with torch.no_grad():
         candidates = oracle_candidates(model, levels, tensors, size, tuple(image.shape[1:]))
-    boxes, vectors = candidates[0]
+    boxes, vectors, _ = candidates[0]
     for box, label, score in zip(
         explanation.boxes, explanation.labels, explanation.scores, strict=True
     ):
@@ -280,9 +281,8 @@ def test_no_detection_is_a_one_line_error(detectors: dict[str, nn.Module], image
         ([(1, (30.0, 10.0, 20.0, 20.0))], r"with x1 < x2 and y1 < y2"),
         (
             [(4, (1.0, 1.0, 9.0, 9.0))],
-            r"has label 4, which the model does not have: its labels are 1 to 3",
+            r"has label 4, which the model does not have: its labels are 0 to 3$",
         ),
-        ([(0, (1.0, 1.0, 9.0, 9.0))], r"has label 0, which the model does not have"),
         ([], r"boxes is empty"),
         ([("cat", "box")], r"boxes must be a list of \(label, \(x1, y1, x2, y2\)\) pairs"),
         (torch.zeros(2, 4), r"boxes must be \(T, 5\) or \(T, 6\)"),
@@ -293,6 +293,16 @@ def test_bad_boxes_are_one_line_errors(
 ) -> None:
     with pytest.raises(TargetError, match=message):
         DetReciproCAM(detectors["fcos"]).explain(image, boxes)  # type: ignore[arg-type]
+
+
+def test_a_softmax_heads_background_is_no_label(
+    detectors: dict[str, nn.Module], image: Tensor
+) -> None:
+    with pytest.raises(
+        TargetError,
+        match=r"has label 0, which the model does not have: its labels are 1 to 3 \(0 is the b",
+    ):
+        DetReciproCAM(detectors["faster_rcnn"]).explain(image, [(0, (1.0, 1.0, 9.0, 9.0))])
 
 
 def test_boxes_as_a_tensor_equal_boxes_as_pairs(
@@ -368,12 +378,12 @@ def _target_gradients(model: nn.Module, image: Tensor) -> tuple[OrderedDict, lis
     tensors, size, levels = prepared(model, image)
     leaves = OrderedDict((key, level.clone().requires_grad_(True)) for key, level in levels.items())
     candidates = oracle_candidates(model, leaves, tensors, size, tuple(image.shape[1:]))
-    boxes, vectors = candidates[0]
+    boxes, vectors, first = candidates[0]
     gradients = []
     for (label, box), target in zip(BOXES, one_hot([1, 3], 4), strict=True):
         iou = box_iou(torch.tensor([box]), boxes[:, label])[0].nan_to_num()
         cosine = (vectors @ target) / (vectors.norm(dim=1) * target.norm())
-        score = (iou * cosine * vectors[:, 1:].max(dim=1).values).max()
+        score = (iou * cosine * vectors[:, first:].max(dim=1).values).max()
         found = torch.autograd.grad(
             score, list(leaves.values()), retain_graph=True, allow_unused=True
         )

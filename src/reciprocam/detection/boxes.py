@@ -108,8 +108,11 @@ def detected_targets(
     return BoxTargets(boxes, labels, vectors, detections["scores"][keep])
 
 
-def given_targets(boxes: BoxSpec, size: tuple[int, int], labels: int) -> BoxTargets:
-    """Boxes the user gives, checked against the image `size` (H, W) and the model's `labels`."""
+def given_targets(
+    boxes: BoxSpec, size: tuple[int, int], labels: int, first_label: int = 1
+) -> BoxTargets:
+    """Boxes the user gives, checked against the image `size` (H, W) and the model's labels
+    (`first_label` to `labels` - 1)."""
     if isinstance(boxes, Tensor):
         if boxes.ndim != 2 or boxes.shape[1] not in (5, 6):
             raise TargetError(
@@ -135,10 +138,11 @@ def given_targets(boxes: BoxSpec, size: tuple[int, int], labels: int) -> BoxTarg
                 f"box {box} is not inside the {width}x{height} image with x1 < x2 and y1 < y2:"
                 " give x1, y1, x2, y2 in the image's pixels"
             )
-        if not 1 <= label < labels:
+        if not first_label <= label < labels:
+            background = " (0 is the background)" if first_label else ""
             raise TargetError(
                 f"box {box} has label {label}, which the model does not have: its labels are"
-                f" 1 to {labels - 1} (0 is the background)"
+                f" {first_label} to {labels - 1}{background}"
             )
     vectors = F.one_hot(label_list, labels).float()
     scores = torch.full((label_list.numel(),), float("nan"))

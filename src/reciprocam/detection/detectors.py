@@ -21,7 +21,10 @@ background, as in every torchvision detector) and a confidence O_j:
 
 None of these exposes an objectness at the box head (Faster R-CNN's RPN objectness is spent
 choosing the proposals), so O_j is the candidate's confidence as the model ranks it, its
-largest foreground score max_{c >= 1} P_j[c]: the replacement XAITK's D-RISE documents.
+largest class score, the replacement XAITK's D-RISE documents: max_{c >= 1} P_j[c] for the
+softmax heads, whose column 0 is the background, and max_c P_j[c] for the sigmoid heads
+(RetinaNet, FCOS), whose columns are all classes (torchvision's postprocessing keeps label 0
+there too).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -74,12 +77,18 @@ class Candidates:
 
     boxes: Tensor  # (n, N, 4), or (n, N, L, 4) one per label, x1 y1 x2 y2 in image pixels
     probabilities: Tensor  # (n, N, L) P_j, column = label
+    background: bool  # column 0 is a background class (softmax heads), not a class
     valid: Tensor | None = None  # (n, N) bool, where the copies have different N (proposals)
 
     @property
+    def first_label(self) -> int:
+        """The first column that is a class: 1 after a background column, else 0."""
+        return int(self.background)
+
+    @property
     def confidence(self) -> Tensor:
-        """(n, N) O_j = max_{c >= 1} P_j[c], zero where a row is padding."""
-        confidence = self.probabilities[..., 1:].amax(dim=-1)
+        """(n, N) O_j = the largest class score of P_j, zero where a row is padding."""
+        confidence = self.probabilities[..., self.first_label :].amax(dim=-1)
         return confidence if self.valid is None else confidence * self.valid
 
     def boxes_of(self, labels: Tensor) -> Tensor:
@@ -166,7 +175,8 @@ class TwoStage(Detector):
             padded_boxes[row, : len(box)] = box
             padded_probabilities[row, : len(box)] = probability
             valid[row, : len(box)] = True
-        return Candidates(self._to_image(padded_boxes, prepared), padded_probabilities, valid)
+        boxes = self._to_image(padded_boxes, prepared)
+        return Candidates(boxes, padded_probabilities, background=True, valid=valid)
 
     def detections(self, levels: Levels, prepared: Prepared) -> list[dict[str, Tensor]]:
         count = next(iter(levels.values())).shape[0]
@@ -178,6 +188,8 @@ class TwoStage(Detector):
 
 class DenseHeads(Detector):
     """One-stage detectors: a head over every anchor of every level (RetinaNet, FCOS, SSD)."""
+
+    softmax: ClassVar[bool] = False  # a softmax over classes and background, or sigmoids
 
     def _head(self, levels: Levels, prepared: Prepared) -> tuple[dict[str, Tensor], Tensor]:
         """The head's outputs (n, A, ...) and the anchors (A, 4), the same for every copy."""
@@ -199,8 +211,8 @@ class DenseHeads(Detector):
 
     def candidates(self, levels: Levels, prepared: Prepared) -> Candidates:
         outputs, anchors = self._head(levels, prepared)
-        boxes = self._decode(outputs["bbox_regression"], anchors)
-        return Candidates(self._to_image(boxes, prepared), self._class_scores(outputs))
+        boxes = self._to_image(self._decode(outputs["bbox_regression"], anchors), prepared)
+        return Candidates(boxes, self._class_scores(outputs), background=self.softmax)
 
     def detections(self, levels: Levels, prepared: Prepared) -> list[dict[str, Tensor]]:
         outputs, anchors = self._head(levels, prepared)
@@ -235,6 +247,8 @@ class FCOSDetector(DenseHeads):
 
 
 class SSDDetector(DenseHeads):
+    softmax: ClassVar[bool] = True
+
     def _class_scores(self, outputs: dict[str, Tensor]) -> Tensor:
         return torch.softmax(outputs["cls_logits"], dim=-1)
 

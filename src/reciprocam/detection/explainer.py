@@ -177,7 +177,9 @@ class DetectionExplainer(ABC):
                     targets = detected_targets(detections, candidates, self.threshold)
                 else:
                     labels = candidates.probabilities.shape[-1]
-                    targets = given_targets(boxes, prepared.original_size, labels)
+                    targets = given_targets(
+                        boxes, prepared.original_size, labels, candidates.first_label
+                    )
                     targets = BoxTargets(*(t.to(image.device) for t in vars(targets).values()))
             reference = "" if self.maps_on_image else reference_level(levels, self.level)
             context = Context(image, prepared, levels, reference, targets, candidates)
