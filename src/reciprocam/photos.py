@@ -147,8 +147,8 @@ def explain_photos(
             name = f"{stem}_{chosen}" if bound.stacked else stem
             overlay_path, map_path = output / f"{name}.png", output / f"{name}.npy"
             values = saliency.float().cpu()
-            write_atomically(overlay_path, partial(_save_png, picture))
-            write_atomically(map_path, partial(_save_array, values.numpy()))
+            write_atomically(overlay_path, partial(save_png, picture))
+            write_atomically(map_path, partial(save_array, values.numpy()))
             explained.append(
                 ExplainedMap(
                     _prediction(chosen, float(scores[index]), categories),
@@ -187,10 +187,10 @@ def _unique_stem(stem: str, used: set[str]) -> str:
     return candidate
 
 
-def _save_png(image: Image.Image, path: Path) -> None:
+def save_png(image: Image.Image, path: Path) -> None:
     image.save(path, format="PNG")
 
 
-def _save_array(values: np.ndarray, path: Path) -> None:
+def save_array(values: np.ndarray, path: Path) -> None:
     with path.open("wb") as handle:
         np.save(handle, values.astype(np.float32))

@@ -1,4 +1,5 @@
-"""Methods by name: `methods()` lists them, `explainer(name, model, ...)` builds one.
+"""Methods by name: `methods()` lists them, `explainer(name, model, ...)` builds one, and
+`detection_explainer(name, detector, ...)` builds a method's detection counterpart.
 
 Names are matched ignoring case, spaces, '-' and '_', with "plusplus" or a final "pp" read as
 "++": "GradCAMPlusPlus", "grad-cam++" and "gradcampp" all mean "gradcam++".
@@ -12,6 +13,15 @@ from typing import Any
 from torch import nn
 
 from ._model import check_hookable
+from .detection import (
+    DRISE,
+    ODAM,
+    DetAblationCAM,
+    DetectionExplainer,
+    DetEigenCAM,
+    DetGradCAM,
+    DetReciproCAM,
+)
 from .errors import OptionError
 from .explainer import Explainer
 from .layers import LayerSpecs
@@ -58,6 +68,18 @@ _METHODS: dict[str, type[Explainer]] = {
     "guided-gradcam++": GuidedGradCAMPlusPlus,
 }
 
+# The methods that explain a detector's boxes (`reciprocam.detection`), by the name of the
+# classification method they carry over ("rise" is D-RISE).
+_DETECTION_METHODS: dict[str, type[DetectionExplainer]] = {
+    "reciprocam": DetReciproCAM,
+    "rise": DRISE,
+    "drise": DRISE,
+    "gradcam": DetGradCAM,
+    "odam": ODAM,
+    "eigencam": DetEigenCAM,
+    "ablationcam": DetAblationCAM,
+}
+
 
 def _key(name: str) -> str:
     key = "".join(name.lower().split()).replace("-", "").replace("_", "")
@@ -65,7 +87,7 @@ def _key(name: str) -> str:
     return key[:-2] + "++" if key.endswith("campp") else key
 
 
-_BY_KEY = {_key(name): name for name in _METHODS}
+_BY_KEY = {_key(name): name for name in [*_METHODS, *_DETECTION_METHODS]}
 
 
 def methods() -> list[str]:
@@ -77,13 +99,41 @@ def canonical_name(name: str) -> str:
     """The registered name a user's spelling means, or OptionError listing the methods."""
     registered = _BY_KEY.get(_key(name))
     if registered is None:
-        raise OptionError(f"unknown method '{name}'; choose one of {', '.join(_METHODS)}")
+        raise OptionError(
+            f"unknown method '{name}'; choose one of {', '.join(_METHODS)} (detectors:"
+            f" {', '.join(_DETECTION_METHODS)})"
+        )
     return registered
+
+
+def detection_methods() -> list[str]:
+    """The names `detection_explainer` accepts."""
+    return list(_DETECTION_METHODS)
+
+
+def detection_explainer(name: str, model: nn.Module, **options: Any) -> DetectionExplainer:
+    """Build the detection counterpart of method `name` for a torchvision detector; an option
+    the method does not take is an OptionError."""
+    key = canonical_name(name)
+    if key not in _DETECTION_METHODS:
+        raise OptionError(
+            f"{key} has no detection counterpart; detectors are explained by"
+            f" {', '.join(_DETECTION_METHODS)}"
+        )
+    method = _DETECTION_METHODS[key]
+    accepted = _keyword_options(method)
+    unknown = [option for option in options if option not in accepted]
+    if unknown:
+        raise OptionError(
+            f"{key} takes no option '{unknown[0]}' on a detector; its options are"
+            f" {', '.join(accepted)}"
+        )
+    return method(model, **options)
 
 
 def method_for(name: str, model: nn.Module) -> str:
     """The registered method `name` means for `model` ("reciprocam" on a transformer: ViT's)."""
-    key = canonical_name(name)
+    key = _classification_name(name)
     if key == "reciprocam" and find_layout(check_hookable(model)) is not None:
         return "vit-reciprocam"
     return key
@@ -91,7 +141,18 @@ def method_for(name: str, model: nn.Module) -> str:
 
 def method_options(name: str) -> list[str]:
     """The keyword options of method `name`."""
-    parameters = inspect.signature(_METHODS[canonical_name(name)]).parameters.values()
+    return _keyword_options(_METHODS[_classification_name(name)])
+
+
+def _classification_name(name: str) -> str:
+    key = canonical_name(name)
+    if key not in _METHODS:
+        raise OptionError(f"{key} explains detectors; give --task detection and a detector")
+    return key
+
+
+def _keyword_options(method: type) -> list[str]:
+    parameters = inspect.signature(method).parameters.values()
     return [p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY]
 
 

@@ -92,3 +92,29 @@ def save_grid(panels: Sequence[Panel], path: Path, *, columns: int = 2, heading:
     figure.tight_layout()
     make_folder(path.parent)
     figure.savefig(path, format="png")
+
+
+def draw_boxes(
+    picture: Image.Image,
+    boxes: Sequence[Sequence[float]],
+    captions: Sequence[str],
+    *,
+    scale: float = 1.0,
+    colour: tuple[int, int, int] = (255, 255, 255),
+) -> Image.Image:
+    """`picture` with each (x1, y1, x2, y2) box (in pixels of a photo `scale` times smaller or
+    larger) outlined and captioned above its top-left corner."""
+    from PIL import ImageDraw
+
+    drawn = picture.convert("RGB")
+    draw = ImageDraw.Draw(drawn)
+    width = max(1, round(max(drawn.size) / 250))
+    for box, caption in zip(boxes, captions, strict=True):
+        x1, y1, x2, y2 = (v * scale for v in box)
+        draw.rectangle((x1, y1, x2, y2), outline=colour, width=width)
+        if caption:
+            left, top, right, bottom = draw.textbbox((x1, y1), caption)
+            lift = bottom - top + 2
+            draw.rectangle((left, top - lift, right + 2, bottom - lift), fill=colour)
+            draw.text((x1 + 1, y1 - lift), caption, fill=(0, 0, 0))
+    return drawn

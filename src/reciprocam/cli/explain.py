@@ -21,6 +21,7 @@ from ..registry import explainer as build_explainer
 from ..registry import method_for, method_options, methods
 from ..targets import Region, TargetSpec, TopClasses
 from ..zoo import IMAGENET_CATEGORIES, Preprocessing, load_model
+from . import explain_detection
 from .common import (
     add_image_size_option,
     add_model_options,
@@ -102,10 +103,26 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument(
         "--task",
-        choices=("classification", "segmentation"),
+        choices=("classification", "segmentation", "detection"),
         default="classification",
-        help="classification (default) or segmentation: with a segmentation model (fcn_resnet50,"
-        " deeplabv3_*, lraspp_*), explain the region of each --class",
+        help="classification (default); segmentation: with a segmentation model (fcn_resnet50,"
+        " deeplabv3_*, lraspp_*), explain the region of each --class; detection: with a"
+        " torchvision detector (default shapes_detector), one map per detected box (methods"
+        " reciprocam, rise (D-RISE), gradcam, odam, eigencam, ablationcam)",
+    )
+    parser.add_argument(
+        "--boxes",
+        type=Path,
+        metavar="FILE",
+        help="(detection) explain these boxes instead of the detections: a JSON list of"
+        ' {"label": index or name, "box": [x1, y1, x2, y2]} (pixels of the photo), or an'
+        " object mapping photo file names to such lists; a _boxes.json written by a run fits",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=_fraction,
+        metavar="S",
+        help="(detection) explain the detections scoring at least S (default: 0.5)",
     )
     parser.add_argument(
         "--region",
@@ -166,6 +183,12 @@ def run(arguments: argparse.Namespace) -> int:
             "reciprocam explain: error: give at least one IMAGE (or --image-path)", file=sys.stderr
         )
         return 2
+    if arguments.task == "detection":
+        writable_folder(arguments.output)
+        return explain_detection.run(arguments, sources)
+    for flag, value in (("--boxes", arguments.boxes), ("--threshold", arguments.threshold)):
+        if value is not None:
+            raise OptionError(f"{flag} applies to --task detection")
     if arguments.onnx is not None:
         _refuse_model_options(arguments)
     paths = find_images(sources)

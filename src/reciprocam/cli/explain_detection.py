@@ -1,0 +1,198 @@
+"""`reciprocam explain --task detection PHOTO...`: one map per detected (or given) box.
+
+For each photo, into --output: `<stem>_detections.png` (the photo with the explained boxes),
+`<stem>_<method>_box<i>.png` (each box's overlay), `<stem>_<method>_grid.png` (all of them),
+`<stem>_<method>.npy` (the (T, H, W) maps, float32 in [0, 1] at the photo's size) and
+`<stem>_<method>_boxes.json` (each map's label, name, score and box, in the maps' order; the
+file `--boxes` reads). A photo with no detection above --threshold is reported, and nothing is
+written for it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..detection import DetectionExplanation
+from ..detection.boxes import BoxSpec
+from ..errors import ImageError, InputError, OptionError, TargetError
+from ..files import make_folder, write_atomically
+from ..images import find_images, load_image
+from ..photos import class_index, save_array, save_png
+from ..registry import detection_explainer
+from ..visualize import Panel, draw_boxes, overlay, save_grid
+from ..zoo.detectors import SHAPES_DETECTOR, load_detector
+from .common import device_from
+
+# Options of `reciprocam explain` that have no meaning for a detector, and why.
+_NOT_FOR_DETECTION = (
+    ("--onnx", "onnx"),
+    ("--class", "target_class"),
+    ("--region", "region"),
+    ("--top", "top"),
+    ("--score", "score"),
+    ("--image-size", "image_size"),
+)
+
+
+def run(arguments: argparse.Namespace, sources: Sequence[Path]) -> int:
+    for flag, name in _NOT_FOR_DETECTION:
+        if getattr(arguments, name) is not None:
+            raise OptionError(
+                f"{flag} does not apply to --task detection (give the boxes with --boxes FILE)"
+            )
+    paths = find_images(sources)
+    device = device_from(arguments)
+    loaded = load_detector(
+        arguments.model or SHAPES_DETECTOR,
+        weights=arguments.weights,
+        checkpoint=arguments.checkpoint,
+    )
+    if not loaded.pretrained:
+        print(
+            f"note: {loaded.name} has random weights; pass --weights DEFAULT to download the"
+            " pretrained ones, or --checkpoint FILE",
+            file=sys.stderr,
+        )
+    options = {
+        name: value
+        for name, value in (
+            ("batch_size", arguments.batch_size),
+            ("mask", arguments.mask if arguments.mask != "token" else "pixel"),
+            ("threshold", arguments.threshold),
+            ("level", arguments.target_layer),
+            ("progress", not arguments.no_progress),
+        )
+        if value is not None
+    }
+    explainer = detection_explainer(arguments.method, loaded.model.to(device), **options)
+    given = None if arguments.boxes is None else read_boxes(arguments.boxes, loaded.categories)
+    make_folder(arguments.output)
+    written = unreadable = 0
+    for path in paths:
+        try:
+            image = load_image(path)
+        except ImageError as error:
+            print(f"skipped {error}", file=sys.stderr)
+            unreadable += 1
+            continue
+        boxes = given.get(path.name, given.get("*")) if given is not None else None
+        if given is not None and boxes is None:
+            print(f"{path.name}: no boxes for it in {arguments.boxes}; nothing written")
+            continue
+        try:
+            explanation = explainer.explain(to_tensor(image).to(device), boxes)
+        except TargetError as error:
+            if boxes is not None:
+                raise
+            print(f"{path.name}: {str(error).split(': lower')[0]}; nothing written")
+            continue
+        written += 1
+        grid = write_photo(path, image, explanation, arguments, loaded.categories)
+        names = ", ".join(
+            f"{_name(int(label), loaded.categories)} {float(score):.2f}"
+            for label, score in zip(explanation.labels, explanation.scores, strict=True)
+        )
+        print(f"{path.name}: {explanation.labels.numel()} boxes ({names}) -> {grid}")
+    print(
+        f"explained the boxes of {written} of {len(paths)} images with {arguments.method}"
+        f" into {arguments.output}" + (f"; {unreadable} unreadable" if unreadable else "")
+    )
+    return 1 if unreadable else 0
+
+
+def to_tensor(image: Image.Image) -> torch.Tensor:
+    """(3, H, W) float32 in [0, 1]: a torchvision detector's input."""
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+
+
+def read_boxes(path: Path, categories: Sequence[str]) -> dict[str, BoxSpec]:
+    """--boxes FILE: a JSON list of {"label": index or name, "box": [x1, y1, x2, y2]} for every
+    photo, or an object mapping photo file names to such lists."""
+    try:
+        content = json.loads(path.read_text())
+    except OSError as error:
+        raise InputError(f"{path}: cannot read the boxes file ({error.strerror})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(f"{path}: not a JSON file of boxes ({error})") from None
+    per_photo = content if isinstance(content, dict) else {"*": content}
+    boxes: dict[str, BoxSpec] = {}
+    for photo, items in per_photo.items():
+        try:
+            pairs = []
+            for item in items:
+                x1, y1, x2, y2 = (float(v) for v in item["box"])
+                pairs.append((class_index(item["label"], categories), (x1, y1, x2, y2)))
+            boxes[photo] = pairs
+        except TargetError:
+            raise
+        except (KeyError, TypeError, ValueError):
+            raise InputError(
+                f'{path}: each box must be {{"label": index or name, "box": [x1, y1, x2, y2]}}'
+            ) from None
+    return boxes
+
+
+def write_photo(
+    path: Path,
+    image: Image.Image,
+    explanation: DetectionExplanation,
+    arguments: argparse.Namespace,
+    categories: Sequence[str],
+) -> Path:
+    """Write the photo's files (the module docstring); return the grid's path."""
+    output: Path = arguments.output
+    stem = f"{path.stem}_{arguments.method}"
+    boxes = explanation.boxes.tolist()
+    captions = [
+        _caption(int(label), float(score), categories)
+        for label, score in zip(explanation.labels, explanation.scores, strict=True)
+    ]
+    detections = draw_boxes(image, boxes, captions)
+    write_atomically(output / f"{path.stem}_detections.png", partial(save_png, detections))
+    panels = []
+    for index, (saliency, box, caption) in enumerate(
+        zip(explanation.maps, boxes, captions, strict=True)
+    ):
+        picture = overlay(image, saliency, colormap=arguments.colormap, alpha=arguments.alpha)
+        picture = draw_boxes(picture, [box], [caption], scale=picture.width / image.width)
+        write_atomically(output / f"{stem}_box{index}.png", partial(save_png, picture))
+        panels.append(Panel(draw_boxes(image, [box], [""]), picture, caption, arguments.method))
+    grid = output / f"{stem}_grid.png"
+    save_grid(panels, grid, columns=min(2, len(panels)), heading=path.name)
+    maps = explanation.maps.float().cpu().numpy()
+    write_atomically(output / f"{stem}.npy", partial(save_array, maps))
+    rows = [
+        {"label": int(label), "name": _name(int(label), categories), "score": _score(score),
+         "box": box}
+        for label, score, box in zip(explanation.labels, explanation.scores, boxes, strict=True)
+    ]  # fmt: skip
+    write_atomically(output / f"{stem}_boxes.json", partial(_write_json, rows))
+    return grid
+
+
+def _write_json(rows: list[dict[str, object]], path: Path) -> None:
+    path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+
+
+def _name(label: int, categories: Sequence[str]) -> str:
+    return categories[label] if label < len(categories) else f"class {label}"
+
+
+def _score(score: torch.Tensor) -> float | None:
+    value = float(score)
+    return None if value != value else round(value, 4)  # NaN: a given box
+
+
+def _caption(label: int, score: float, categories: Sequence[str]) -> str:
+    name = _name(label, categories)
+    return name if score != score else f"{name} {score:.2f}"
