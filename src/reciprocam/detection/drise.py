@@ -34,7 +34,8 @@ class DRISE(DetectionExplainer):
         probability: chance a cell is kept (default 0.5).
         seed: seed of the masks.
         batch_size: masked images per pass (default 16).
-        threshold, progress: as `DetectionExplainer`.
+
+    The other options (threshold, progress) are `DetectionExplainer`'s.
     """
 
     maps_on_image: ClassVar[bool] = True

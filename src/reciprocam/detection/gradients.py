@@ -38,7 +38,8 @@ class BoxGradientExplainer(DetectionExplainer):
 
     Args:
         box_score: "similarity" (D-RISE's) or "iou+score" (pytorch-grad-cam's).
-        threshold, level, progress: as `DetectionExplainer`.
+
+    The other options (threshold, level, progress) are `DetectionExplainer`'s.
     """
 
     def __init__(

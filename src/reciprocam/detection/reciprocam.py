@@ -54,7 +54,8 @@ class DetReciproCAM(DetectionExplainer):
 
     Args:
         mask: "pixel" (one-hot) or "gaussian" (the 3x3 kernel of ReciproCAM's variant).
-        threshold, level, batch_size, progress: as `DetectionExplainer`.
+
+    The other options (threshold, level, batch_size, progress) are `DetectionExplainer`'s.
     """
 
     def __init__(
