@@ -13,17 +13,14 @@ losses; `shapes_detector()` loads the shipped weights.
 from __future__ import annotations
 
 from collections import OrderedDict
-from importlib import resources
 
-import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FCOS
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops import FeaturePyramidNetwork
 
-from ..errors import ModelError
 from .detection import DETECTION_LABELS, DETECTION_SIZE
-from .models import BasicBlock
+from .models import BasicBlock, load_shipped
 from .shapes import MEAN, STD
 
 CHECKPOINT = "shapes_detector.pt"
@@ -80,12 +77,6 @@ def shapes_detector_model() -> FCOS:
 
 def shapes_detector() -> FCOS:
     """The trained Shapes FCOS (`shapes_detector_model`), in eval mode."""
-    model = shapes_detector_model()
-    source = resources.files(__package__).joinpath(f"checkpoints/{CHECKPOINT}")
-    if not source.is_file():
-        raise ModelError(
-            "the trained Shapes detector is missing; run benchmarks/train_shapes_detector.py"
-        )
-    with resources.as_file(source) as path:
-        model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
-    return model.eval()
+    return load_shipped(
+        shapes_detector_model(), CHECKPOINT, "Shapes detector", "train_shapes_detector.py"
+    )

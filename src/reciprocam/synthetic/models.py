@@ -7,6 +7,7 @@ ship in this package (`checkpoints/`), so `shapes_model("cnn")` needs no downloa
 from __future__ import annotations
 
 from importlib import resources
+from typing import TypeVar
 
 import torch
 from torch import Tensor, nn
@@ -94,11 +95,18 @@ def checkpoint_name(kind: str) -> str:
 def shapes_model(kind: str) -> nn.Module:
     """The trained model `kind` ("cnn" or "vit"), in eval mode."""
     model = build_shapes_model(kind)
-    source = resources.files(__package__).joinpath(f"checkpoints/{checkpoint_name(kind)}")
+    return load_shipped(model, checkpoint_name(kind), f"Shapes {kind}", "train_shapes_models.py")
+
+
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def load_shipped(model: _M, checkpoint: str, what: str, script: str) -> _M:
+    """`model` with the weights of the package's `checkpoints/<checkpoint>`, in eval mode; a
+    ModelError naming the benchmarks `script` that trains it if the file is missing."""
+    source = resources.files(__package__).joinpath(f"checkpoints/{checkpoint}")
     if not source.is_file():
-        raise ModelError(
-            f"the trained Shapes {kind} is missing; run benchmarks/train_shapes_models.py"
-        )
+        raise ModelError(f"the trained {what} is missing; run benchmarks/{script}")
     with resources.as_file(source) as path:
         model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
     return model.eval()

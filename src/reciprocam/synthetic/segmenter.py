@@ -11,14 +11,10 @@ minutes; `shapes_segmenter()` loads the shipped weights.
 
 from __future__ import annotations
 
-from importlib import resources
-
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ModelError
-from .models import BasicBlock
+from .models import BasicBlock, load_shipped
 from .segmentation import SEGMENTATION_CLASSES
 
 CHECKPOINT = "shapes_segmenter.pt"
@@ -56,12 +52,6 @@ class ShapesSegmenter(nn.Module):
 
 def shapes_segmenter() -> ShapesSegmenter:
     """The trained ShapesSegmenter, in eval mode."""
-    model = ShapesSegmenter()
-    source = resources.files(__package__).joinpath(f"checkpoints/{CHECKPOINT}")
-    if not source.is_file():
-        raise ModelError(
-            "the trained Shapes segmenter is missing; run benchmarks/train_shapes_segmenter.py"
-        )
-    with resources.as_file(source) as path:
-        model.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
-    return model.eval()
+    return load_shipped(
+        ShapesSegmenter(), CHECKPOINT, "Shapes segmenter", "train_shapes_segmenter.py"
+    )

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from ..errors import ModelError
 from .checkpoints import load_state, read_checkpoint
+from .loading import torchvision_weights
 
 SHAPES_DETECTOR = "shapes_detector"
 # torchvision's detectors are built for COCO's 91 labels (0 the background) by default.
@@ -47,11 +48,10 @@ def load_detector(
         close = difflib.get_close_matches(name, detector_names(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ModelError(f"unknown detector '{name}'{hint} (torchvision detection models)")
-    options = torchvision.models.get_model_weights(name)
-    default = options.DEFAULT
+    default = torchvision.models.get_model_weights(name).DEFAULT
     # The backbone would otherwise fetch ImageNet weights of its own.
     if state is None:
-        chosen = _weights(name, options, weights) if weights is not None else None
+        chosen = torchvision_weights(name, weights) if weights is not None else None
         try:
             model = torchvision.models.get_model(name, weights=chosen, weights_backbone=None)
         except (OSError, RuntimeError) as error:
@@ -85,18 +85,6 @@ def _checkpoint_labels(model: nn.Module, state: dict[str, Tensor]) -> int:
 
 def _numbered(labels: int) -> tuple[str, ...]:
     return ("background", *(f"class {index}" for index in range(1, labels)))
-
-
-def _weights(
-    name: str, options: type[torchvision.models.WeightsEnum], weights: str
-) -> torchvision.models.WeightsEnum:
-    if weights.upper() == "DEFAULT":
-        return options.DEFAULT
-    for option in options:
-        if option.name == weights.upper():
-            return option
-    valid = ", ".join(["DEFAULT", *(option.name for option in options)])
-    raise ModelError(f"{name} has no weights '{weights}'; choose one of {valid}")
 
 
 def _shapes_detector(

@@ -75,7 +75,7 @@ def load_model(
             f" {DEMO_MODEL}, or timm models as {TIMM_PREFIX}NAME)"
         )
     default = torchvision.models.get_model_weights(name).DEFAULT
-    chosen = _torchvision_weights(name, weights) if weights is not None else None
+    chosen = torchvision_weights(name, weights) if weights is not None else None
     transform = (chosen or default).transforms()
     # A segmenter's transform resizes without cropping: its square centre crop is explained.
     resize = int(transform.resize_size[0])
@@ -113,7 +113,7 @@ def load_model(
     return LoadedModel(name, model.eval(), preprocessing, categories, True)
 
 
-def _torchvision_weights(name: str, weights: str) -> torchvision.models.WeightsEnum:
+def torchvision_weights(name: str, weights: str) -> torchvision.models.WeightsEnum:
     options = torchvision.models.get_model_weights(name)
     if weights.upper() == "DEFAULT":
         return options.DEFAULT
