@@ -3,5 +3,7 @@
 shapes: the Shapes dataset generator (one class-deciding shape among distractors, with its
 mask); models: a small CNN and ViT trained on it, whose weights ship with the package;
 segmentation: Shapes for segmentation (several shapes of several classes, a label mask);
-segmenter: a small encoder-decoder trained on it, shipped likewise (`shapes_segmenter`).
+segmenter: a small encoder-decoder trained on it, shipped likewise (`shapes_segmenter`);
+detection: those images at 128 x 128 with a box, label and mask per shape; detector: a small
+torchvision FCOS trained on them, shipped likewise (`shapes_detector`).
 """
