@@ -20,7 +20,6 @@ from reciprocam.synthetic.detection import (
     ShapesDetection,
     collate,
     detection_target,
-    to_detection_tensor,
 )
 from reciprocam.synthetic.detector import shapes_detector, shapes_detector_model
 from reciprocam.synthetic.segmentation import ShapesSegmentation, render_segmentation
@@ -72,7 +71,6 @@ def test_targets_agree_with_the_instance_masks() -> None:
         assert 0 <= float(image.min()) <= float(image.max()) <= 1
         pixels = np.asarray(sample.image, dtype=np.float32).transpose(2, 0, 1) / 255
         assert torch.equal(image, torch.from_numpy(pixels))
-        assert torch.equal(image, to_detection_tensor(sample))
     assert set(counts) == {2, 3, 4}
 
 

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
+import torchvision.transforms.functional as TF
 from PIL import Image
 
 from ..detection import DetectionExplanation
@@ -89,7 +89,7 @@ def run(arguments: argparse.Namespace, sources: Sequence[Path]) -> int:
             print(f"{path.name}: no boxes for it in {arguments.boxes}; nothing written")
             continue
         try:
-            explanation = explainer.explain(to_tensor(image).to(device), boxes)
+            explanation = explainer.explain(TF.to_tensor(image).to(device), boxes)
         except TargetError as error:
             if boxes is not None:
                 raise
@@ -107,12 +107,6 @@ def run(arguments: argparse.Namespace, sources: Sequence[Path]) -> int:
         f" into {arguments.output}" + (f"; {unreadable} unreadable" if unreadable else "")
     )
     return 1 if unreadable else 0
-
-
-def to_tensor(image: Image.Image) -> torch.Tensor:
-    """(3, H, W) float32 in [0, 1]: a torchvision detector's input."""
-    pixels = np.asarray(image.convert("RGB"), dtype=np.float32) / 255
-    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
 
 
 def read_boxes(path: Path, categories: Sequence[str]) -> dict[str, BoxSpec]:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torchvision.transforms.functional as TF
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -49,13 +50,6 @@ def detection_target(sample: SegmentationImage) -> Target:
     }
 
 
-def to_detection_tensor(sample: SegmentationImage) -> Tensor:
-    """(3, H, W) float32 pixels in [0, 1], not normalised: torchvision detectors normalise in
-    their own transform."""
-    pixels = np.asarray(sample.image, dtype=np.float32) / 255
-    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
-
-
 class ShapesDetection(Dataset[tuple[Tensor, Target]]):
     """`count` images of a split as (3, 128, 128) float32 tensors in [0, 1] and their
     `detection_target`s."""
@@ -69,7 +63,8 @@ class ShapesDetection(Dataset[tuple[Tensor, Target]]):
 
     def __getitem__(self, index: int) -> tuple[Tensor, Target]:
         sample = self.sample(index)
-        return to_detection_tensor(sample), detection_target(sample)
+        # Pixels in [0, 1], not normalised: torchvision detectors normalise in their transform.
+        return TF.to_tensor(sample.image), detection_target(sample)
 
     def sample(self, index: int) -> SegmentationImage:
         """The PIL image, its label and instance masks, its shapes and (`boxes`) their boxes."""
