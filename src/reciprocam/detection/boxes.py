@@ -57,6 +57,10 @@ class BoxTargets:
     def count(self) -> int:
         return int(self.labels.numel())
 
+    def to(self, device: torch.device) -> BoxTargets:
+        """The same targets on `device`."""
+        return BoxTargets(*(tensor.to(device) for tensor in vars(self).values()))
+
     def similarity(self, candidates: Candidates) -> Tensor:
         """(n, T) s_t of each of n copies: max_j IoU * cos(P_t, P_j) * O_j."""
         boxes = candidates.boxes_of(self.labels)  # (n, N, T, 4)

@@ -169,18 +169,18 @@ class DetectionExplainer(ABC):
         image = check_image(image)
         with evaluation_mode(self.model):
             with torch.no_grad():  # not inference mode: the gradient methods reuse the targets
-                detections = self.model([image])[0]
                 prepared = self.detector.prepare(image)
                 levels = self.detector.features(prepared.images.tensors)
                 candidates = self.detector.candidates(levels, prepared)
+                # The model's own output, from the levels already computed.
+                detections = self.detector.detections(levels, prepared)[0]
                 if boxes is None:
                     targets = detected_targets(detections, candidates, self.threshold)
                 else:
                     labels = candidates.probabilities.shape[-1]
                     targets = given_targets(
                         boxes, prepared.original_size, labels, candidates.first_label
-                    )
-                    targets = BoxTargets(*(t.to(image.device) for t in vars(targets).values()))
+                    ).to(image.device)
             reference = "" if self.maps_on_image else reference_level(levels, self.level)
             context = Context(image, prepared, levels, reference, targets, candidates)
             raw = self._raw_maps(context).detach()
