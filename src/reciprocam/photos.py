@@ -174,8 +174,12 @@ def _top(explanation: Explanation, top: int, categories: Sequence[str]) -> list[
 
 
 def _prediction(index: int, probability: float, categories: Sequence[str]) -> Prediction:
-    name = categories[index] if index < len(categories) else f"class {index}"
-    return Prediction(index, name, probability)
+    return Prediction(index, category_name(index, categories), probability)
+
+
+def category_name(index: int, categories: Sequence[str]) -> str:
+    """The name of class `index`, or "class N" past the names known."""
+    return categories[index] if index < len(categories) else f"class {index}"
 
 
 def _unique_stem(stem: str, used: set[str]) -> str:

@@ -26,7 +26,7 @@ from ..detection.boxes import BoxSpec
 from ..errors import ImageError, InputError, OptionError, TargetError
 from ..files import make_folder, write_atomically
 from ..images import find_images, load_image
-from ..photos import class_index, save_array, save_png
+from ..photos import category_name, class_index, save_array, save_png
 from ..registry import detection_explainer
 from ..visualize import Panel, draw_boxes, overlay, save_grid
 from ..zoo.detectors import SHAPES_DETECTOR, load_detector
@@ -98,7 +98,7 @@ def run(arguments: argparse.Namespace, sources: Sequence[Path]) -> int:
         written += 1
         grid = write_photo(path, image, explanation, arguments, loaded.categories)
         names = ", ".join(
-            f"{_name(int(label), loaded.categories)} {float(score):.2f}"
+            f"{category_name(int(label), loaded.categories)} {float(score):.2f}"
             for label, score in zip(explanation.labels, explanation.scores, strict=True)
         )
         print(f"{path.name}: {explanation.labels.numel()} boxes ({names}) -> {grid}")
@@ -166,7 +166,7 @@ def write_photo(
     maps = explanation.maps.float().cpu().numpy()
     write_atomically(output / f"{stem}.npy", partial(save_array, maps))
     rows = [
-        {"label": int(label), "name": _name(int(label), categories), "score": _score(score),
+        {"label": int(label), "name": category_name(int(label), categories), "score": _score(score),
          "box": box}
         for label, score, box in zip(explanation.labels, explanation.scores, boxes, strict=True)
     ]  # fmt: skip
@@ -178,15 +178,11 @@ def _write_json(rows: list[dict[str, object]], path: Path) -> None:
     path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
 
 
-def _name(label: int, categories: Sequence[str]) -> str:
-    return categories[label] if label < len(categories) else f"class {label}"
-
-
 def _score(score: torch.Tensor) -> float | None:
     value = float(score)
     return None if value != value else round(value, 4)  # NaN: a given box
 
 
 def _caption(label: int, score: float, categories: Sequence[str]) -> str:
-    name = _name(label, categories)
+    name = category_name(label, categories)
     return name if score != score else f"{name} {score:.2f}"
