@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 RESULTS = Path(__file__).parent / "results"
+CHECKPOINTS = Path(__file__).resolve().parents[1] / "src/reciprocam/synthetic/checkpoints"
 
 
 def machine() -> dict[str, object]:
@@ -86,6 +87,16 @@ def train_one_cycle(
         if step % 50 == 0:
             print(f"{label} step {step}/{steps} loss {value.item():.3f}", flush=True)
     return time.perf_counter() - began
+
+
+def save_checkpoint(model: nn.Module, name: str) -> int:
+    """Write the model's state_dict as the package's checkpoints/`name`; return its bytes."""
+    CHECKPOINTS.mkdir(parents=True, exist_ok=True)
+    path = CHECKPOINTS / name
+    torch.save(model.state_dict(), path)
+    size = path.stat().st_size
+    print(f"wrote {path} ({size / 1e6:.2f} MB)")
+    return size
 
 
 def write_results(name: str, payload: dict[str, object]) -> Path:

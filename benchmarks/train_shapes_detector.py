@@ -26,10 +26,9 @@ import shlex
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
-from common import train_one_cycle, write_results
+from common import save_checkpoint, train_one_cycle, write_results
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchvision.ops import box_iou
@@ -37,7 +36,6 @@ from torchvision.ops import box_iou
 from reciprocam.synthetic.detection import DETECTION_LABELS, ShapesDetection, collate
 from reciprocam.synthetic.detector import CHECKPOINT, shapes_detector_model
 
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "src/reciprocam/synthetic/checkpoints"
 IOU = 0.5  # the overlap that makes a detection a hit
 STRICT = 0.75  # a stricter one, for how well the boxes fit
 CONFIDENT = 0.5  # the score above which detections count for recall and precision
@@ -194,10 +192,7 @@ def main() -> None:
     figures, mean_ap, model = train(arguments)
     if mean_ap < arguments.required:
         raise SystemExit(f"mAP@{IOU} {mean_ap:.3f} is too low; not saved")
-    CHECKPOINTS.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), CHECKPOINTS / CHECKPOINT)
-    size = (CHECKPOINTS / CHECKPOINT).stat().st_size
-    print(f"wrote {CHECKPOINTS / CHECKPOINT} ({size / 1e6:.2f} MB)")
+    size = save_checkpoint(model, CHECKPOINT)
     command = shlex.join(["python", "benchmarks/train_shapes_detector.py", *sys.argv[1:]])
     payload = {
         "model": "FCOS (reciprocam.synthetic.detector.shapes_detector_model)",

@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
 import torch
-from common import train_one_cycle, write_results
+from common import save_checkpoint, train_one_cycle, write_results
 from torch import nn
 from torch.utils.data import DataLoader
 
 from reciprocam.synthetic.models import build_shapes_model, checkpoint_name
 from reciprocam.synthetic.shapes import ShapesDataset
 
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "src/reciprocam/synthetic/checkpoints"
 # Optimiser settings per model: (training images, batch, learning rate, weight decay).
 RECIPES = {"cnn": (64_000, 64, 2e-3, 1e-4), "vit": (160_000, 64, 2e-3, 5e-2)}
 
@@ -75,8 +73,7 @@ def main() -> None:
         figures[kind] = result
         if result["test_accuracy"] < arguments.required:
             raise SystemExit(f"{kind} reached only {result['test_accuracy']:.2%}; not saved")
-        CHECKPOINTS.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), CHECKPOINTS / checkpoint_name(kind))
+        save_checkpoint(model, checkpoint_name(kind))
     write_results("shapes_models", {"models": figures})
 
 

@@ -16,17 +16,14 @@ import argparse
 import math
 import statistics
 import time
-from pathlib import Path
 
 import torch
-from common import train_one_cycle, write_results
+from common import save_checkpoint, train_one_cycle, write_results
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from reciprocam.synthetic.segmentation import LABELS, SEGMENTATION_CLASSES, ShapesSegmentation
 from reciprocam.synthetic.segmenter import CHECKPOINT, ShapesSegmenter
-
-CHECKPOINTS = Path(__file__).resolve().parents[1] / "src/reciprocam/synthetic/checkpoints"
 
 
 def confusion(model: nn.Module, loader: DataLoader) -> Tensor:
@@ -112,10 +109,7 @@ def main() -> None:
     figures, mean_iou, model = train(arguments)
     if mean_iou < arguments.required:
         raise SystemExit(f"mean IoU of the shapes {mean_iou:.3f} is too low; not saved")
-    CHECKPOINTS.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), CHECKPOINTS / CHECKPOINT)
-    size = (CHECKPOINTS / CHECKPOINT).stat().st_size
-    print(f"wrote {CHECKPOINTS / CHECKPOINT} ({size / 1e6:.2f} MB)")
+    size = save_checkpoint(model, CHECKPOINT)
     payload = {"model": "ShapesSegmenter", "checkpoint_bytes": size, **figures}
     write_results("shapes_segmenter", payload)
 
