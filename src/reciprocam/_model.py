@@ -232,18 +232,19 @@ def check_finite_logits(logits: Tensor, x: Tensor) -> Tensor:
 
 
 def check_input(x: object, model: nn.Module | None) -> Tensor:
-    """Return `x` if it is a finite (B, C, H, W) float tensor on the model's device and dtype
-    (any device and float dtype without a model: an ONNX graph's input)."""
+    """Return `x` if it is a finite (B, C, H, W) float tensor, or (B, C, T, H, W) for clips and
+    volumes, on the model's device and dtype (any device and float dtype without a model: an
+    ONNX graph's input)."""
     if not isinstance(x, Tensor):
         raise InputError(
             "the input must be a torch.Tensor of shape (batch, 3, height, width),"
             f" not {type(x).__name__}"
         )
-    if x.ndim != 4:
+    if x.ndim not in (4, 5):
         hint = "; add a batch dimension with x.unsqueeze(0)" if x.ndim == 3 else ""
         raise InputError(
-            "the input must have shape (batch, channels, height, width),"
-            f" got {tuple(x.shape)}{hint}"
+            "the input must have shape (batch, channels, height, width), or (batch, channels,"
+            f" frames or depth, height, width) for video and volumes; got {tuple(x.shape)}{hint}"
         )
     if min(x.shape) == 0:
         raise InputError(f"the input is empty: shape {tuple(x.shape)}")

@@ -17,7 +17,6 @@ from types import TracebackType
 from typing import TypeVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._model import (
@@ -34,6 +33,7 @@ from ._model import (
     structure_key,
 )
 from .errors import ModelError
+from .grids import grid_rank, resize
 from .layers import LayerSpecs, TargetLayer
 from .targets import BoundTarget, Scale, Target, TargetSpec, as_target
 
@@ -53,7 +53,8 @@ class Explanation:
 
     maps: the targets' maps in [0, 1], at the input size if upsampled (else the feature grid's):
         (B, H, W) for one target per image, (B, T, H, W) for stacked targets (several classes
-        per image, TopClasses, a list of references...).
+        per image, TopClasses, a list of references...); a video or volume input's maps have
+        its (frames or depth, H, W) grid in place of (H, W).
     targets: (B,) or (B, T) what each map explains: its class, output index or number.
     logits: the model's explained output on the unmodified images: (B, N) logits of a
         classifier, (B, N, H, W) of a segmenter, (B, D) of an embedder.
@@ -115,13 +116,14 @@ class Evidence:
     attributions: Tensor | None = None  # (B, T, C, H, W)
 
 
-def normalize_maps(scores: Tensor) -> Tensor:
-    """Min-max normalise (..., h, w) maps over their last two dims; a constant map gives zeros.
+def normalize_maps(scores: Tensor, rank: int = 2) -> Tensor:
+    """Min-max normalise (..., *grid) maps over their last `rank` dims (the grid: 2 for images,
+    3 for video and volumes); a constant map gives zeros.
 
     Half-precision maps are normalised, and returned, in float32 (where max - min cannot
     overflow), so every method gives float32 maps on a half-precision model.
     """
-    flat = scores.flatten(-2).to(torch.promote_types(scores.dtype, torch.float32))
+    flat = scores.flatten(-rank).to(torch.promote_types(scores.dtype, torch.float32))
     low = flat.amin(dim=-1, keepdim=True)
     spread = flat.amax(dim=-1, keepdim=True) - low
     normalised = (flat - low) / spread.clamp_min(torch.finfo(flat.dtype).tiny)
@@ -152,11 +154,10 @@ def warn_if_probabilities(logits: Tensor) -> None:
         )
 
 
-def upsample_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinearly resize (..., h, w) maps to `size`, clipped to [0, 1]."""
-    flat = maps.reshape(-1, 1, *maps.shape[-2:])
-    resized = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
-    return resized.view(*maps.shape[:-2], *size).clamp(0.0, 1.0)
+def upsample_maps(maps: Tensor, size: tuple[int, ...]) -> Tensor:
+    """Resize (..., *grid) maps to `size`, bilinearly (images) or trilinearly (video, volumes),
+    clipped to [0, 1]."""
+    return resize(maps, size).clamp(0.0, 1.0)
 
 
 class Explainer(ABC):
@@ -220,7 +221,8 @@ class Explainer(ABC):
         return self.explain(x, targets).maps
 
     def explain(self, x: Tensor, targets: Targets = None) -> Explanation:
-        """Explain a (B, C, H, W) batch: maps, targets, logits, and what else the method gives."""
+        """Explain a (B, C, H, W) batch of images, or a (B, C, T, H, W) batch of clips or
+        volumes: maps, targets, logits, and what else the method gives."""
         x = check_input(x, self.model)
         target = as_target(targets)
         with evaluation_mode(self.model), eager(), reading_output(self.output):
@@ -230,15 +232,16 @@ class Explainer(ABC):
         bound = evidence.target
         if not self.multilabel and bound.reads_classes and evidence.logits.ndim == 2:
             warn_if_probabilities(evidence.logits)
+        rank = grid_rank(x)
         with torch.inference_mode():
             maps = evidence.maps.detach()
-            if maps.ndim == 3:
-                maps = maps[:, None].expand(-1, bound.count, -1, -1)
-            maps = normalize_maps(maps)
-            if self.upsample and maps.shape[-2:] != x.shape[-2:]:
-                maps = upsample_maps(maps, (x.shape[2], x.shape[3]))
+            if maps.ndim == 1 + rank:
+                maps = maps[:, None].expand(-1, bound.count, *maps.shape[1:])
+            maps = normalize_maps(maps, rank)
+            if self.upsample and maps.shape[-rank:] != x.shape[2:]:
+                maps = upsample_maps(maps, tuple(x.shape[2:]))
             scores = evidence.scores
-            class_maps = None if scores is None else normalize_maps(scores)
+            class_maps = None if scores is None else normalize_maps(scores, rank)
         attributions = evidence.attributions
         indices = bound.indices
         if not bound.stacked:  # one target per image: (B, ...) without the T axis

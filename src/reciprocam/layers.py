@@ -66,7 +66,12 @@ _ELEMENTWISE = (
 )
 
 # Pooling to a fixed output size belongs to the head: its output is never a target.
-_HEAD_POOLING = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)
+_HEAD_POOLING = (
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool3d,
+)
 
 
 @dataclass(frozen=True)
@@ -164,9 +169,10 @@ def _probe(model: nn.Module, x: Tensor) -> tuple[list[_Call], Tensor]:
     """Run the model once, recording every submodule call in the order the calls finish."""
     calls: list[_Call] = []
     counts: dict[nn.Module, int] = {}
-    # 4-D tensors whose layout is known (the input's, and outputs a module's type decides), by
-    # storage: a container or an in-place module that returns that very tensor (same data, same
-    # strides), or an element-wise module applied to it, inherits it; a permuted view does not.
+    # 4-D and 5-D tensors whose layout is known (the input's, and outputs a module's type
+    # decides), by storage: a container or an in-place module that returns that very tensor
+    # (same data, same strides), or an element-wise module applied to it, inherits it; a
+    # permuted view does not.
     # Weak references: the probe keeps no activation alive (a freed one cannot be returned).
     typed: dict[int, tuple[weakref.ref[Tensor], Kind]] = {
         x.data_ptr(): (weakref.ref(x), "channels_first")
@@ -185,7 +191,7 @@ def _probe(model: nn.Module, x: Tensor) -> tuple[list[_Call], Tensor]:
             output = output_features(output)
             shape = tuple(output.shape) if isinstance(output, Tensor) else None
             produced = None if shape is None else produced_kind(module, shape)
-            if isinstance(output, Tensor) and output.ndim == 4:
+            if isinstance(output, Tensor) and output.ndim in (4, 5):
                 if produced is None:
                     produced = known(output)
                 if produced is None and isinstance(module, _ELEMENTWISE):
@@ -211,7 +217,7 @@ def _spatial_layout(
     call: _Call, x: Tensor, requested: Kind | None, channels_first: bool
 ) -> FeatureLayout | None:
     """The call's layout if its output is a spatial grid (every side > 1) of x's batch."""
-    if call.shape is None or len(call.shape) not in (3, 4) or call.shape[0] != x.shape[0]:
+    if call.shape is None or len(call.shape) not in (3, x.ndim) or call.shape[0] != x.shape[0]:
         return None
     try:
         layout = _read(call, x, requested, channels_first)
@@ -221,7 +227,7 @@ def _spatial_layout(
 
 
 def _only_channels_first(calls: list[_Call]) -> bool:
-    """Whether no module of the model works on the last axis of a 4-D tensor."""
+    """Whether no module of the model works on the last axis of a 4-D or 5-D tensor."""
     return all(call.produced != "channels_last" for call in calls)
 
 
@@ -353,7 +359,7 @@ def resolve_layer(
     if min(found_layout.grid) < 2:
         raise LayerError(
             f"layer '{layer}' outputs a {grid_text(found_layout.grid)} map at this"
-            " input size; explaining needs height and width > 1: use a larger input or an"
+            " input size; explaining needs every side > 1: use a larger input or an"
             " earlier layer"
         )
     if not sole_path:

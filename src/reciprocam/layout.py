@@ -9,21 +9,26 @@ layout, so no method can misread axes:
 - tokens (B, prefix + prod(grid), C): transformers; `prefix` class, distillation or register
   tokens come first, then the grid in row-major order.
 
-The grid is a tuple, (H, W) for images; a (T, H, W) grid is the same concept with one axis more.
+The grid is a tuple: (H, W) for images; (T, H, W) for video clips and (D, H, W) for volumes,
+the same concept with one axis more (Conv3d maps, Swin3D's channels-last stages, the tokens of
+video transformers such as MViT).
 
 `read_layout` decides an output's layout from the model, never from its shape alone:
 
-1. the module that produced it: a convolution, batch norm or 2-D pooling works on channels-first
-   maps; a LayerNorm or Linear applied to a 4-D tensor works on its last axis (channels-last);
+1. the module that produced it: a convolution, batch norm or pooling (2-D or 3-D) works on
+   channels-first maps; a LayerNorm or Linear applied to a 4-D or 5-D tensor works on its last
+   axis (channels-last);
    a container, in-place or element-wise module passes on the layout of the very tensor it
    returns (`reciprocam.layers` tracks that during its probe);
 2. the input's grid: a feature grid is the input's (H, W) divided by one integer stride s, with
-   one rounding on every axis (all floor(H / s) or all ceil(H / s)); for tokens, the model's
-   declared prefix count, or the fewest prefix tokens, that leave such a grid.
+   one rounding on every axis (all floor(H / s) or all ceil(H / s)), and a 3-D grid's first
+   axis (time, depth) the input's divided by a stride of its own (video networks downsample
+   time less than space); for tokens, the model's declared prefix count, or the fewest prefix
+   tokens, that leave such a grid (for a 3-D grid, the one with the most frames).
 
-A 4-D output whose producer says nothing and whose two readings both fit the input (e.g. H == C)
-is read channels-first in a model with no module that works on a 4-D tensor's last axis, and is
-otherwise refused as ambiguous with the option to pass (`layout="nhwc"`).
+A 4-D (or 5-D) output whose producer says nothing and whose two readings both fit the input
+(e.g. H == C) is read channels-first in a model with no module that works on a 4-D tensor's last
+axis, and is otherwise refused as ambiguous with the option to pass (`layout="nhwc"`).
 """
 
 from __future__ import annotations
@@ -106,7 +111,10 @@ class FeatureLayout:
         return replace(self, grid=(1,) * len(self.grid))
 
     def __str__(self) -> str:
-        name = {"channels_first": "NCHW", "channels_last": "NHWC", "tokens": "tokens"}[self.kind]
+        grid = "DHW" if len(self.grid) == 3 else "HW"  # PyTorch's names: NCDHW, NDHWC
+        name = {"channels_first": f"NC{grid}", "channels_last": f"N{grid}C"}.get(
+            self.kind, "tokens"
+        )
         extra = f" + {self.prefix} prefix" if self.prefix else ""
         return f"{name} {grid_text(self.grid)}{extra}, {self.channels} channels"
 
@@ -154,17 +162,28 @@ _CHANNELS_FIRST_MODULES: tuple[type[nn.Module], ...] = (
     nn.ReplicationPad2d,
     nn.Conv1d,
     nn.BatchNorm1d,
+    nn.Conv3d,
+    nn.ConvTranspose3d,
+    nn.BatchNorm3d,
+    nn.InstanceNorm3d,
+    nn.MaxPool3d,
+    nn.AvgPool3d,
+    nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool3d,
+    nn.Dropout3d,
 )
-# Modules that work on the last axis: on a 4-D tensor, that axis holds the channels.
+# Modules that work on the last axis: on a 4-D or 5-D tensor, that axis holds the channels.
 _LAST_AXIS_MODULES: tuple[type[nn.Module], ...] = (nn.LayerNorm, nn.Linear, nn.RMSNorm)
 
 
 def produced_kind(module: nn.Module, shape: tuple[int, ...]) -> Kind | None:
     """What the module's type says of its output's layout, or None if it says nothing."""
     # timm's LayerNorm2d subclasses nn.LayerNorm but normalises axis 1, as its name says.
-    if type(module).__name__.endswith(("2d", "1d")) or isinstance(module, _CHANNELS_FIRST_MODULES):
+    if type(module).__name__.endswith(("1d", "2d", "3d")) or isinstance(
+        module, _CHANNELS_FIRST_MODULES
+    ):
         return "channels_first"
-    if isinstance(module, _LAST_AXIS_MODULES) and len(shape) == 4:
+    if isinstance(module, _LAST_AXIS_MODULES) and len(shape) in (4, 5):
         shaped = getattr(module, "normalized_shape", None)
         if shaped is None or tuple(shaped) == shape[-1:]:
             return "channels_last"
@@ -173,9 +192,17 @@ def produced_kind(module: nn.Module, shape: tuple[int, ...]) -> Kind | None:
 
 def follows_input(grid: tuple[int, ...], input_grid: tuple[int, ...]) -> bool:
     """Whether `grid` is `input_grid` divided by one integer stride s with one rounding on every
-    axis: all sizes floor(size / s), or all ceil(size / s)."""
+    axis: all sizes floor(size / s), or all ceil(size / s). A 3-D grid's first axis (time or
+    depth) has a stride of its own, its (H, W) one shared stride."""
     if len(grid) != len(input_grid):
         return False
+    if len(grid) == 3:
+        return _strided(grid[:1], input_grid[:1]) and _strided(grid[1:], input_grid[1:])
+    return _strided(grid, input_grid)
+
+
+def _strided(grid: tuple[int, ...], input_grid: tuple[int, ...]) -> bool:
+    """Whether every axis of `grid` is `input_grid`'s divided by one stride, one rounding."""
     if any(g < 1 or g > i for g, i in zip(grid, input_grid, strict=True)):
         return False
     # floor(i / s) or ceil(i / s) == g needs i / (g + 1) < s < i / (g - 1).
@@ -260,7 +287,16 @@ def token_layout(
 
 
 def _grid_of(positions: int, input_grid: tuple[int, ...]) -> tuple[int, ...] | None:
-    """The grid of `positions` cells that follows `input_grid`, if there is one."""
+    """The grid of `positions` cells that follows `input_grid`, if there is one; of 3-D grids,
+    the one with the most frames (video transformers keep time finer than space)."""
+    if len(input_grid) == 3:
+        for frames in range(min(positions, input_grid[0]), 0, -1):
+            plane = (
+                _grid_of(positions // frames, input_grid[1:]) if positions % frames == 0 else None
+            )
+            if plane is not None and follows_input((frames, *plane), input_grid):
+                return (frames, *plane)
+        return None
     if len(input_grid) != 2:
         return None
     for height in range(1, positions + 1):

@@ -103,4 +103,4 @@ class AblationCAM(FeatureMapExplainer):
             ablated[image, indices] = target(output, torch.full_like(indices, image))
         original = target(logits, torch.arange(batch, device=x.device))[:, None, :]
         weights = safe_divide(original - ablated, original.expand_as(ablated)).to(activations)
-        return torch.relu(torch.einsum("bkn,bkhw->bnhw", weights, activations))
+        return torch.relu(torch.einsum("bkn,bk...->bn...", weights, activations))

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from .._model import same_output
 from ..errors import ModelError, TargetError
+from ..grids import grid_axes
 from ..layers import TargetLayer
 from ..targets import BoundTarget, OutputIndex
 from .feature_maps import FeatureMapExplainer
@@ -34,7 +35,7 @@ class CAM(FeatureMapExplainer):
         activations, _, logits, _ = self._tapped_pass(
             layers, image, OutputIndex(0), gradients=False
         )
-        pooled = activations[0].mean(dim=(2, 3))
+        pooled = activations[0].mean(dim=grid_axes(activations[0]))
         linear = [m for m in self.model.modules() if isinstance(m, nn.Linear)]
         for module in reversed(linear):
             if (
@@ -61,4 +62,4 @@ class CAM(FeatureMapExplainer):
                 "CAM maps the classes of its linear head only; explain other targets with"
                 " Grad-CAM, which equals CAM on such heads"
             )
-        return torch.einsum("nc,bchw->bnhw", self._classifier.weight, activations)
+        return torch.einsum("nc,bc...->bn...", self._classifier.weight, activations)

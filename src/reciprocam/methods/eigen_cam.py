@@ -24,16 +24,15 @@ from .feature_maps import FeatureMapExplainer
 
 
 def principal_projection(features: Tensor) -> Tensor:
-    """(B, h, w) projection of (B, C, h, w) features onto their first principal component."""
-    batch, channels, height, width = features.shape
-    samples = features.reshape(batch, channels, height * width).transpose(1, 2)  # (B, K, C)
+    """(B, *grid) projection of (B, C, *grid) features onto their first principal component."""
+    samples = features.flatten(2).transpose(1, 2)  # (B, K, C)
     centred = samples - samples.mean(dim=1, keepdim=True)
     _, _, components = torch.linalg.svd(centred.double(), full_matrices=False)
     projection = (centred.double() @ components[:, 0, :, None]).squeeze(2)  # (B, K)
     reference = centred.double().sum(dim=2)  # the channel sum, centred
     sign = torch.where((projection * reference).sum(dim=1) < 0, -1.0, 1.0).to(projection)
     oriented: Tensor = (projection * sign[:, None]).to(features.dtype)
-    return oriented.view(batch, height, width)
+    return oriented.view(features.shape[0], *features.shape[2:])
 
 
 class EigenCAM(FeatureMapExplainer):

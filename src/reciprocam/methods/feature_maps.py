@@ -1,6 +1,7 @@
 """The CAM family's base: methods that weight a layer's feature maps into a map.
 
-A method reads the target layer's activations A (B, C, h, w) through the layer's layout
+A method reads the target layer's activations A (B, C, h, w), or (B, C, t, h, w) on video and
+volumes, through the layer's layout
 (`reciprocam.layout`: channels-last maps and token grids become channels-first, prefix tokens
 dropped) and, if it `uses_gradients`, their gradients G = dy_t/dA of each image's target score
 y_t (a class logit, a region's logits, `reciprocam.targets`), taken with `torch.autograd.grad`
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 
 from .._model import OutputPart, autograd_on, differentiable, explained_output
 from ..explainer import Evidence, Explainer, normalize_maps, upsample_maps
+from ..grids import grid_rank
 from ..layers import LayerSpecs, LayerTap, TargetLayer, resolve_layers
 from ..layout import LayoutSpec, layout_kind
 from ..options import one_of
@@ -142,7 +144,7 @@ class FeatureMapExplainer(Explainer):
             return torch.stack(maps, dim=1), None
         if self.class_agnostic:
             one = self._layer_maps(x, logits, target, layer, activations, None)
-            return one[:, None].expand(-1, target.count, -1, -1), None
+            return one[:, None].expand(-1, target.count, *one.shape[1:]), None
         every = self._layer_maps(x, logits, target.every(), layer, activations, None)
         return target.pick(every), every
 
@@ -170,8 +172,10 @@ class FeatureMapExplainer(Explainer):
         if len(per_layer) == 1:
             maps, every = per_layer[0]
             return Evidence(logits, target, maps, every)
-        size = (x.shape[2], x.shape[3])
-        stacked = torch.stack([upsample_maps(normalize_maps(maps), size) for maps, _ in per_layer])
+        size, rank = tuple(x.shape[2:]), grid_rank(x)
+        stacked = torch.stack(
+            [upsample_maps(normalize_maps(maps, rank), size) for maps, _ in per_layer]
+        )
         fused = stacked.mean(dim=0) if self.fuse == "mean" else stacked.amax(dim=0)
         return Evidence(logits, target, fused)
 

@@ -8,26 +8,30 @@ batch-norm output z_l (bias b_l; a batch norm's bias is b - mean * weight / sqrt
 
 where psi takes absolute values and min-max normalises each image over all its channels and
 positions (the authors' code; pytorch-grad-cam normalises each channel instead), and upsample
-is bilinear with align_corners=True. FullGrad uses every bias layer; it takes no target layer.
+is bilinear with align_corners=True (trilinear for a video or volume network's Conv3d and
+BatchNorm3d layers). FullGrad uses every bias layer; it takes no target layer.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._model import OutputPart, autograd_on, differentiable, explained_output, removing
 from ..errors import ModelError, OptionError
 from ..explainer import Evidence, Explainer
+from ..grids import resize
 from ..layers import LayerSpecs, TargetLayer
 from ..targets import Target
 from .feature_maps import target_gradients
 
+_BATCH_NORMS = (nn.BatchNorm2d, nn.BatchNorm3d)
+_CONVOLUTIONS = (nn.Conv2d, nn.Conv3d)
+
 
 def effective_bias(module: nn.Module) -> Tensor:
     """The bias a convolution adds, or the one an eval-mode batch norm adds."""
-    if isinstance(module, nn.BatchNorm2d):
+    if isinstance(module, _BATCH_NORMS):
         if module.running_mean is None or module.running_var is None:
             raise ModelError("FullGrad needs batch norms with running statistics")
         scale = torch.ones_like(module.running_mean) if module.weight is None else module.weight
@@ -46,8 +50,8 @@ def postprocess(values: Tensor) -> Tensor:
 
 
 def _has_bias(module: nn.Module) -> bool:
-    return isinstance(module, nn.BatchNorm2d) or (
-        isinstance(module, nn.Conv2d) and module.bias is not None
+    return isinstance(module, _BATCH_NORMS) or (
+        isinstance(module, _CONVOLUTIONS) and module.bias is not None
     )
 
 
@@ -95,13 +99,12 @@ class FullGrad(Explainer):
     def _saliency(
         x: Tensor, records: list[tuple[nn.Module, Tensor]], gradients: tuple[Tensor, ...]
     ) -> Tensor:
-        """(B, H, W) FullGrad of one target from its input and bias-layer gradients."""
-        size = (x.shape[2], x.shape[3])
+        """(B, *grid) FullGrad of one target from its input and bias-layer gradients."""
+        size = tuple(x.shape[2:])
         saliency = postprocess(gradients[0] * x).sum(dim=1)
         for (module, _), gradient in zip(records, gradients[1:], strict=True):
-            bias_term = postprocess(gradient * effective_bias(module)[None, :, None, None])
+            bias = effective_bias(module).view(1, -1, *(1,) * (gradient.ndim - 2))
             # Upsampling is linear: summing the channels first gives the same map, cheaply.
-            summed = bias_term.sum(dim=1, keepdim=True)
-            upsampled = F.interpolate(summed, size=size, mode="bilinear", align_corners=True)
-            saliency += upsampled[:, 0]
+            summed = postprocess(gradient * bias).sum(dim=1)
+            saliency += resize(summed, size, align_corners=True)
         return saliency

@@ -1,8 +1,8 @@
 """The gradient CAMs: Grad-CAM, HiResCAM, XGrad-CAM, LayerCAM, Grad-CAM++, Smooth Grad-CAM++.
 
 All read the target layer's activations A (B, C, h, w) and the gradients G = dy_c/dA of the
-target class logit y_c, and differ only in how they combine them (sums run over the h x w
-positions; divisions by zero give zero):
+target class logit y_c, and differ only in how they combine them (sums and means run over the
+h x w positions, or the t x h x w ones of a video or volume; divisions by zero give zero):
 
     Grad-CAM (Selvaraju et al. 2017)     ReLU(sum_k w_k A_k),  w_k = mean(G_k)
     HiResCAM (Draelos & Carin 2020)      ReLU(sum_k G_k * A_k)
@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from .._model import OutputPart
 from ..explainer import Evidence
+from ..grids import grid_axes
 from ..layers import LayerSpecs, TargetLayer
 from ..layout import LayoutSpec
 from ..options import positive
@@ -38,15 +39,16 @@ def safe_divide(numerator: Tensor, denominator: Tensor) -> Tensor:
 
 
 def weighted_sum(weights: Tensor, activations: Tensor) -> Tensor:
-    """ReLU(sum_k w_k A_k) for (B, C) weights and (B, C, h, w) activations: (B, h, w)."""
-    return torch.relu(torch.einsum("bc,bchw->bhw", weights, activations))
+    """ReLU(sum_k w_k A_k) for (B, C) weights and (B, C, *grid) activations: (B, *grid)."""
+    return torch.relu(torch.einsum("bc,bc...->b...", weights, activations))
 
 
 def plus_plus_map(activations: Tensor, d1: Tensor, d2: Tensor, d3: Tensor) -> Tensor:
     """Grad-CAM++ from the first three gradient powers (or their means, for Smooth Grad-CAM++)."""
-    total = activations.sum(dim=(2, 3), keepdim=True)
+    grid = grid_axes(activations)
+    total = activations.sum(dim=grid, keepdim=True)
     alpha = safe_divide(d2, 2 * d2 + total * d3)
-    weights = (alpha * torch.relu(d1)).sum(dim=(2, 3))
+    weights = (alpha * torch.relu(d1)).sum(dim=grid)
     return weighted_sum(weights, activations)
 
 
@@ -58,7 +60,7 @@ class GradCAM(FeatureMapExplainer):
         activations: Tensor, gradients: Tensor | None,
     ) -> Tensor:  # fmt: skip
         assert gradients is not None
-        return weighted_sum(gradients.mean(dim=(2, 3)), activations)
+        return weighted_sum(gradients.mean(dim=grid_axes(gradients)), activations)
 
 
 class HiResCAM(FeatureMapExplainer):
@@ -80,9 +82,8 @@ class XGradCAM(FeatureMapExplainer):
         activations: Tensor, gradients: Tensor | None,
     ) -> Tensor:  # fmt: skip
         assert gradients is not None
-        weights = safe_divide(
-            (gradients * activations).sum(dim=(2, 3)), activations.sum(dim=(2, 3))
-        )
+        grid = grid_axes(activations)
+        weights = safe_divide((gradients * activations).sum(dim=grid), activations.sum(dim=grid))
         return weighted_sum(weights, activations)
 
 
@@ -144,7 +145,7 @@ class SmoothGradCAMPlusPlus(GradCAMPlusPlus):
         self.progress = progress
 
     def noise(self, x: Tensor) -> Tensor:
-        """The (B * samples, C, H, W) noise added to x, image-major, from `seed`."""
+        """The (B * samples, C, *grid) noise added to x, image-major, from `seed`."""
         generator = torch.Generator().manual_seed(self.seed)
         shape = (x.shape[0] * self.samples, *x.shape[1:])
         return (torch.randn(shape, generator=generator) * self.std).to(x)

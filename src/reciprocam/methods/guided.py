@@ -14,12 +14,12 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._model import OutputPart, autograd_on, differentiable, explained_output, removing
 from ..errors import OptionError
 from ..explainer import Evidence, Explainer
+from ..grids import resize
 from ..layers import LayerSpecs
 from ..targets import BoundTarget, Target
 from .feature_maps import FeatureMapExplainer, bind, target_gradients
@@ -60,7 +60,7 @@ def guided_gradients(
 
 
 def channel_magnitude(attributions: Tensor) -> Tensor:
-    """(B, T, H, W): the largest magnitude over the channels of (B, T, C, H, W) attributions."""
+    """(B, T, *grid): the largest magnitude over the channels of (B, T, C, *grid) attributions."""
     return attributions.abs().amax(dim=2)
 
 
@@ -90,9 +90,8 @@ class _Guided(FeatureMapExplainer):
     def _explain(self, x: Tensor, target: Target) -> Evidence:
         cam = super()._explain(x, target)
         guided, _, _ = guided_gradients(self.model, x, cam.target)
-        size = (x.shape[2], x.shape[3])
         with torch.inference_mode():
-            upsampled = F.interpolate(cam.maps, size=size, mode="bilinear")  # (B, T, H, W)
+            upsampled = resize(cam.maps, tuple(x.shape[2:]))  # (B, T, *grid)
             attributions = guided * upsampled[:, :, None]
         return Evidence(cam.logits, cam.target, channel_magnitude(attributions), None, attributions)
 

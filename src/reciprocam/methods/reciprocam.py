@@ -7,6 +7,10 @@ the masked copy F_k keeps the feature vector F[:, i, j] and zeroes the rest:
     gaussian mask:  F_k = F[:, i, j] x G_k,  G_k = the 3x3 kernel [[1,2,1],[2,4,2],[1,2,1]]/16
                                              centred at (i, j), clipped at the borders
 
+A video or volume layer's (C, T, H, W) output is masked the same way at each of its K = T*H*W
+positions (row-major); its Gaussian is the 3x3x3 kernel g (x) g (x) g, g = [1, 2, 1] / 4, of
+which the 2-D kernel is g (x) g.
+
 The K copies go through the rest of the network g in one batch and the class scores form the
 map: S[c, i, j] = softmax(g(F_k))[c] (or the logit g(F_k)[c], or its sigmoid for a multi-label
 head), min-max normalised per class; a one-logit binary head's softmax is its sigmoid. Any
@@ -33,6 +37,7 @@ from torch import Tensor, nn
 from .._model import OutputPart, probe_noise, same_output
 from ..errors import OptionError
 from ..explainer import ClassScoreExplainer
+from ..grids import grid_axes
 from ..layers import LayerSpecs, TargetLayer, resolve_layer, run_tapped, single_layer
 from ..layout import FeatureLayout, LayoutSpec, layout_kind
 from ..options import one_of
@@ -43,7 +48,7 @@ Score = Scale
 Mask = Literal["pixel", "gaussian"]
 BatchSize: TypeAlias = int | Literal["all"] | None
 
-_GAUSSIAN_3X3 = torch.tensor([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]) / 16
+_BINOMIAL_3 = torch.tensor([1.0, 2.0, 1.0]) / 4  # the Gaussian mask's kernel along each axis
 # Automatic batch_size: as many masked copies per pass as fit in this many bytes (of the
 # layer's output, times `attention_factor`).
 _AUTO_BATCH_BYTES = 256 * 2**20
@@ -53,14 +58,22 @@ WHOLE_NETWORK_ROWS = 32
 
 def spatial_masks(height: int, width: int, mask: Mask, like: Tensor) -> Tensor:
     """(K, 1, H, W) masks, row k for position k = i*W + j: one-hot, or the clipped 3x3 Gaussian."""
-    positions = height * width
-    one_hot = torch.eye(positions, dtype=like.dtype, device=like.device).view(
-        positions, 1, height, width
-    )
+    return grid_masks((height, width), mask, like)
+
+
+def grid_masks(grid: tuple[int, ...], mask: Mask, like: Tensor) -> Tensor:
+    """(K, 1, *grid) masks, row k for position k (row-major): one-hot, or the clipped Gaussian
+    (3x3 on an (H, W) grid, 3x3x3 on a (T, H, W) one)."""
+    positions = math.prod(grid)
+    one_hot = torch.eye(positions, dtype=like.dtype, device=like.device).view(positions, 1, *grid)
     if mask == "pixel":
         return one_hot
-    kernel = _GAUSSIAN_3X3.to(like).view(1, 1, 3, 3)
-    return F.conv2d(one_hot, kernel, padding=1)
+    binomial = _BINOMIAL_3.to(like)
+    kernel = binomial
+    for _ in grid[1:]:
+        kernel = kernel[..., None] * binomial
+    convolve = F.conv3d if len(grid) == 3 else F.conv2d
+    return convolve(one_hot, kernel[None, None], padding=1)
 
 
 class ReciproCAM(ClassScoreExplainer):
@@ -165,7 +178,8 @@ class ReciproCAM(ClassScoreExplainer):
         def as_means(output: Tensor) -> Tensor:
             assert noise is not None  # drawn by the first run
             both = torch.cat([output, noise])
-            means = layout.to_channels_first(both).mean(dim=(2, 3), keepdim=True)
+            features = layout.to_channels_first(both)
+            means = features.mean(dim=grid_axes(features), keepdim=True)
             return layout.pooled().from_channels_first(means, layout.prefix_tokens(both))
 
         full = run_tapped(self.model, image, layer, with_noise)
@@ -239,8 +253,8 @@ class ReciproCAM(ClassScoreExplainer):
 class _MaskedCopies:
     """The B*K masked copies of a layer's output, image-major, made a pass at a time.
 
-    Copy r = b*K + k keeps image b's feature vector at position k: as a (C, H, W) map, or, when
-    `pooled` (the GAP shortcut), as the (C, 1, 1) vector GAP would make of that map; either goes
+    Copy r = b*K + k keeps image b's feature vector at position k: as a (C, *grid) map, or, when
+    `pooled` (the GAP shortcut), as the (C, 1, ...) vector GAP would make of that map; either goes
     back to the layer's layout, with image b's prefix tokens first for a token layout.
     `whole_network`: each copy runs the whole network, so fewer fit in a pass.
     """
@@ -255,15 +269,16 @@ class _MaskedCopies:
         whole_network: bool = False,
     ) -> None:
         features = layout.to_channels_first(output)
-        batch, _channels, height, width = features.shape
-        self.size = (height, width)
+        batch = features.shape[0]
+        self.size = tuple(features.shape[2:])
         self.pooled = pooled
         self._output = output
         self._layout = layout.pooled() if pooled else layout
         self._prefix = layout.prefix_tokens(output)
-        self.positions = height * width
+        self.positions = math.prod(self.size)
+        self._ones = (1,) * len(self.size)  # a vector's shape as a grid of one position
         self._vectors = features.flatten(2)  # (B, C, K)
-        self._masks = spatial_masks(height, width, mask, features)
+        self._masks = grid_masks(self.size, mask, features)
         self._mass = self._masks.flatten(1).sum(dim=1) / self.positions  # sum(M_k) / K
         row_bytes = output[0].numel() * output.element_size()
         if pooled:
@@ -281,7 +296,7 @@ class _MaskedCopies:
         """The batch's own output (its grid means, for the GAP shortcut)."""
         if not self.pooled:
             return self._output
-        means = self._vectors.mean(dim=2)[:, :, None, None]
+        means = self._vectors.mean(dim=2).view(*self._vectors.shape[:2], *self._ones)
         return self._layout.from_channels_first(means, self._prefix)
 
     def rows(self, rows: Tensor) -> Tensor:
@@ -289,9 +304,9 @@ class _MaskedCopies:
         image, position = rows // self.positions, rows % self.positions
         centre = self._vectors[image, :, position]  # (n, C): the vector each copy keeps
         if self.pooled:
-            features = (centre * self._mass[position, None])[:, :, None, None]
+            features = (centre * self._mass[position, None]).view(*centre.shape, *self._ones)
         else:
-            features = centre[:, :, None, None] * self._masks[position]
+            features = centre.view(*centre.shape, *self._ones) * self._masks[position]
         prefix = None if self._prefix is None else self._prefix[image]
         return self._layout.from_channels_first(features, prefix)
 
@@ -313,7 +328,7 @@ def check_options(*, score: str, batch_size: BatchSize) -> None:
 
 
 def score_maps(masked_scores: Tensor, batch: int, size: tuple[int, ...]) -> Tensor:
-    """(B, T, h, w) maps from the (B*K, T) scores of image-major masked copies."""
+    """(B, T, *size) maps from the (B*K, T) scores of image-major masked copies."""
     scores = masked_scores.to(torch.promote_types(masked_scores.dtype, torch.float32))
     by_position = scores.view(batch, math.prod(size), -1).transpose(1, 2)
     return by_position.reshape(batch, -1, *size)

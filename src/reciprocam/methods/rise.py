@@ -2,10 +2,12 @@
 
 Each of `masks` random masks is a `cells` x `cells` grid of cells kept with `probability`,
 upsampled bilinearly to (cells + 1) cells of the input's size over cells and cropped at a random
-offset (so the cells fall anywhere). The model scores every masked input x * M_i, and the map
-of class c is sum_i softmax(f(x * M_i))_c M_i / (masks * probability); any other target's
-score (`reciprocam.targets`) takes the softmax's place. Masks are drawn from
-`seed` and made `batch_size` at a time, so memory stays bounded for any number of masks.
+offset (so the cells fall anywhere); a video or volume gets 3-D masks, `cells` cells along each
+of its (T, H, W) axes, upsampled trilinearly and cropped at a random 3-D offset. The model
+scores every masked input x * M_i, and the map of class c is
+sum_i softmax(f(x * M_i))_c M_i / (masks * probability); any other target's score
+(`reciprocam.targets`) takes the softmax's place. Masks are drawn from `seed` and made
+`batch_size` at a time, so memory stays bounded for any number of masks.
 """
 
 from __future__ import annotations
@@ -14,13 +16,13 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from .._model import OutputPart, explained_output
 from ..errors import OptionError
 from ..explainer import Evidence, Explainer
+from ..grids import resize
 from ..layers import LayerSpecs
 from ..options import one_of, positive
 from ..targets import Scale, Target
@@ -30,38 +32,42 @@ from ..targets import Scale, Target
 class MaskDraws:
     """The random part of RISE masks, drawn at once (small), so masks do not depend on batching."""
 
-    grids: Tensor  # (M, 1, cells, cells) cells kept (1) or not (0)
-    offsets: Tensor  # (M, 2) the crop's row and column offsets
+    grids: Tensor  # (M, 1, cells, cells) or (M, 1, cells, cells, cells): kept (1) or not (0)
+    offsets: Tensor  # (M, rank) the crop's offset along each axis (row, column for images)
 
     @staticmethod
     def draw(
-        count: int, size: tuple[int, int], cells: int, probability: float, seed: int
+        count: int, size: tuple[int, ...], cells: int, probability: float, seed: int
     ) -> MaskDraws:
         generator = torch.Generator().manual_seed(seed)
         cell = _cell(size, cells)
-        grids = (torch.rand(count, 1, cells, cells, generator=generator) < probability).float()
+        shape = (count, 1, *(cells,) * len(size))
+        grids = (torch.rand(shape, generator=generator) < probability).float()
         offsets = torch.stack(
             [torch.randint(0, side, (count,), generator=generator) for side in cell], dim=1
         )
         return MaskDraws(grids, offsets)
 
-    def masks(self, start: int, stop: int, size: tuple[int, int]) -> Tensor:
-        """(stop - start, H, W) masks in [0, 1]: grids upsampled bilinearly, then cropped."""
+    def masks(self, start: int, stop: int, size: tuple[int, ...]) -> Tensor:
+        """(stop - start, *size) masks in [0, 1]: grids upsampled (bi- or trilinearly), then
+        cropped."""
         cells = self.grids.shape[-1]
-        cell = _cell(size, cells)
-        larger = ((cells + 1) * cell[0], (cells + 1) * cell[1])
-        grids = self.grids[start:stop]
-        upsampled = F.interpolate(grids, size=larger, mode="bilinear", align_corners=False)[:, 0]
-        height, width = size
+        larger = tuple((cells + 1) * side for side in _cell(size, cells))
+        upsampled = resize(self.grids[start:stop, 0], larger)
         crops = [
-            upsampled[i, dy : dy + height, dx : dx + width]
-            for i, (dy, dx) in enumerate(self.offsets[start:stop].tolist())
+            upsampled[i][_window(offset, size)]
+            for i, offset in enumerate(self.offsets[start:stop].tolist())
         ]
         return torch.stack(crops)
 
 
-def _cell(size: tuple[int, int], cells: int) -> tuple[int, int]:
-    return math.ceil(size[0] / cells), math.ceil(size[1] / cells)
+def _window(offset: list[int], size: tuple[int, ...]) -> tuple[slice, ...]:
+    """The crop of `size` at `offset`, one slice per axis."""
+    return tuple(slice(at, at + side) for at, side in zip(offset, size, strict=True))
+
+
+def _cell(size: tuple[int, ...], cells: int) -> tuple[int, ...]:
+    return tuple(math.ceil(side / cells) for side in size)
 
 
 class RISE(Explainer):
@@ -107,7 +113,7 @@ class RISE(Explainer):
         self.progress = progress
 
     def _explain(self, x: Tensor, target: Target) -> Evidence:
-        size = (x.shape[2], x.shape[3])
+        size = tuple(x.shape[2:])
         draws = MaskDraws.draw(self.masks, size, self.cells, self.probability, self.seed)
         with torch.inference_mode():
             logits = explained_output(self.model(x))
@@ -123,7 +129,7 @@ class RISE(Explainer):
                     output = explained_output(self.model(x[image] * masks[:, None]))
                     images = torch.full((stop - start,), image, device=x.device)
                     weights = bound(output, images, self.score)  # (n, T)
-                    saliency[image] += torch.einsum("nt,nhw->thw", weights, masks.to(weights))
+                    saliency[image] += torch.einsum("nt,n...->t...", weights, masks.to(weights))
             saliency /= self.masks * self.probability
         return Evidence(logits, bound, saliency)
 

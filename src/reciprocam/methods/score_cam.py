@@ -18,11 +18,11 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from .._model import OutputPart, explained_output
+from ..grids import grid_axes, resize
 from ..layers import LayerSpecs, TargetLayer
 from ..layout import LayoutSpec
 from ..options import positive
@@ -30,10 +30,10 @@ from ..targets import BoundTarget
 from .feature_maps import FeatureMapExplainer, Fuse
 
 
-def channel_masks(channels: Tensor, size: tuple[int, int]) -> Tensor:
-    """(n, H, W) masks in [0, 1] from (n, h, w) channels: upsampled, then min-max normalised."""
-    upsampled = F.interpolate(channels[:, None], size=size, mode="bilinear", align_corners=True)
-    flat = upsampled.flatten(1)
+def channel_masks(channels: Tensor, size: tuple[int, ...]) -> Tensor:
+    """(n, *size) masks in [0, 1] from (n, *grid) channels: upsampled (bilinearly, or
+    trilinearly for a video or volume), then min-max normalised."""
+    flat = resize(channels, size, align_corners=True).flatten(1)
     low = flat.amin(dim=1, keepdim=True)
     spread = flat.amax(dim=1, keepdim=True) - low
     masks = torch.where(spread > 0, (flat - low) / torch.where(spread > 0, spread, 1.0), 0.0)
@@ -73,11 +73,12 @@ class ScoreCAM(FeatureMapExplainer):
         activations: Tensor, gradients: Tensor | None,
     ) -> Tensor:  # fmt: skip
         batch, channels = activations.shape[:2]
-        size = (x.shape[2], x.shape[3])
+        size = tuple(x.shape[2:])
         dtype = torch.promote_types(activations.dtype, torch.float32)
         scores = activations.new_empty(batch, channels, target.count, dtype=dtype)
         # A constant channel masks the whole input to zero: one pass scores them all.
-        flat = activations.amax(dim=(2, 3)) == activations.amin(dim=(2, 3))
+        grid = grid_axes(activations)
+        flat = activations.amax(dim=grid) == activations.amin(dim=grid)
         if bool(flat.any()):
             blank = explained_output(self.model(torch.zeros_like(x[:1])))
             each = target(
@@ -92,4 +93,4 @@ class ScoreCAM(FeatureMapExplainer):
             output = explained_output(self.model(x[image] * masks[:, None]))
             scores[image, indices] = target(output, torch.full_like(indices, image))
         weights = scores.softmax(dim=1).to(activations)  # over channels, for every target
-        return torch.relu(torch.einsum("bkn,bkhw->bnhw", weights, activations))
+        return torch.relu(torch.einsum("bkn,bk...->bn...", weights, activations))

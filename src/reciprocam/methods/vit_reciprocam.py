@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from .._model import OutputPart, explained_output, removing
-from ..errors import ModelError, ReciproCAMError, first_line
+from ..errors import InputError, ModelError, ReciproCAMError, first_line
 from ..explainer import ClassScoreExplainer
 from ..layers import LayerSpecs, TargetLayer, single_layer
 from ..layout import FeatureLayout
@@ -129,6 +129,12 @@ class ViTReciproCAM(ClassScoreExplainer):
         return None if layer is None else layer.layout
 
     def _resolve(self, image: Tensor) -> list[TargetLayer]:
+        if image.ndim != 4:
+            raise InputError(
+                f"ViT-ReciproCAM explains image transformers on (batch, channels, height, width)"
+                f" inputs, not {tuple(image.shape)}; explain a video transformer (MViT, Swin3D)"
+                " with ReciproCAM, which masks its tokens"
+            )
         grid = token_grid(self.model, self.layout, self.block, image)
         name = f"{self.layout.block_names[self.block]}.{self.layout.norm1_attribute}"
         layer = TargetLayer(name, self.layout.norm1(self.block), layout=grid)
