@@ -243,8 +243,8 @@ def check_input(x: object, model: nn.Module | None) -> Tensor:
     if x.ndim not in (4, 5):
         hint = "; add a batch dimension with x.unsqueeze(0)" if x.ndim == 3 else ""
         raise InputError(
-            "the input must have shape (batch, channels, height, width), or (batch, channels,"
-            f" frames or depth, height, width) for video and volumes; got {tuple(x.shape)}{hint}"
+            "the input (a clip or volume: (batch, channels, frames or depth, height, width))"
+            f" must have shape (batch, channels, height, width), got {tuple(x.shape)}{hint}"
         )
     if min(x.shape) == 0:
         raise InputError(f"the input is empty: shape {tuple(x.shape)}")
