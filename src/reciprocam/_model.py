@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from .errors import InputError, ModelError, ReciproCAMError, first_line
+from .grids import GRID_RANKS
 
 _LOCKS: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
 _LOCKS_GUARD = threading.Lock()
@@ -240,7 +241,7 @@ def check_input(x: object, model: nn.Module | None) -> Tensor:
             "the input must be a torch.Tensor of shape (batch, 3, height, width),"
             f" not {type(x).__name__}"
         )
-    if x.ndim not in (4, 5):
+    if x.ndim - 2 not in GRID_RANKS:
         hint = "; add a batch dimension with x.unsqueeze(0)" if x.ndim == 3 else ""
         raise InputError(
             "the input (a clip or volume: (batch, channels, frames or depth, height, width))"

@@ -14,7 +14,7 @@ from .errors import InputError
 GRID_RANKS = (2, 3)
 """Grid ranks the methods explain: 2 (images) and 3 (video clips and volumes)."""
 
-_LINEAR_MODES = {1: "linear", 2: "bilinear", 3: "trilinear"}
+_LINEAR_MODES = {2: "bilinear", 3: "trilinear"}
 
 
 def grid_rank(x: Tensor) -> int:
@@ -22,10 +22,9 @@ def grid_rank(x: Tensor) -> int:
     return x.ndim - 2
 
 
-def grid_axes(values: Tensor, rank: int | None = None) -> tuple[int, ...]:
-    """The last `rank` axes of `values` (default: every axis after (B, C))."""
-    rank = values.ndim - 2 if rank is None else rank
-    return tuple(range(values.ndim - rank, values.ndim))
+def grid_axes(values: Tensor) -> tuple[int, ...]:
+    """The grid axes of (B, C, *grid) values: every axis after (B, C)."""
+    return tuple(range(2, values.ndim))
 
 
 def resize(maps: Tensor, size: tuple[int, ...], *, align_corners: bool | None = False) -> Tensor:

@@ -291,10 +291,10 @@ def _grid_of(positions: int, input_grid: tuple[int, ...]) -> tuple[int, ...] | N
     the one with the most frames (video transformers keep time finer than space)."""
     if len(input_grid) == 3:
         for frames in range(min(positions, input_grid[0]), 0, -1):
-            plane = (
-                _grid_of(positions // frames, input_grid[1:]) if positions % frames == 0 else None
-            )
-            if plane is not None and follows_input((frames, *plane), input_grid):
+            if positions % frames or not _strided((frames,), input_grid[:1]):
+                continue
+            plane = _grid_of(positions // frames, input_grid[1:])
+            if plane is not None:
                 return (frames, *plane)
         return None
     if len(input_grid) != 2:
