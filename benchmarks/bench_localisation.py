@@ -22,7 +22,7 @@ import sys
 import time
 
 import torch
-from common import write_results
+from common import CentreGaussian, write_results
 from torch import Tensor, nn
 
 from reciprocam import ReciproCAMError
@@ -52,19 +52,6 @@ class RandomMap(Explainer):
             logits = self.model(x)
         noise = torch.rand(x.shape[0], 8, 8, generator=self.generator).to(x)
         return Evidence(logits, target.bind(logits), noise)
-
-
-class CentreGaussian(Explainer):
-    """A baseline: a Gaussian at the image centre (sigma a quarter of the side)."""
-
-    def _explain(self, x: Tensor, target: Target) -> Evidence:
-        with torch.inference_mode():
-            logits = self.model(x)
-        height, width = x.shape[-2:]
-        rows = (torch.arange(height, device=x.device) - (height - 1) / 2) / (height / 4)
-        columns = (torch.arange(width, device=x.device) - (width - 1) / 2) / (width / 4)
-        bump = torch.exp(-0.5 * (rows[:, None] ** 2 + columns[None, :] ** 2))
-        return Evidence(logits, target.bind(logits), bump.expand(x.shape[0], -1, -1))
 
 
 def mask_iou(maps: Tensor, masks: Tensor) -> Tensor:

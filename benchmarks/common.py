@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -12,7 +13,10 @@ from pathlib import Path
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
+
+from reciprocam.explainer import Evidence, Explainer
+from reciprocam.targets import Target
 
 RESULTS = Path(__file__).parent / "results"
 CHECKPOINTS = Path(__file__).resolve().parents[1] / "src/reciprocam/synthetic/checkpoints"
@@ -89,6 +93,36 @@ def train_one_cycle(
     return time.perf_counter() - began
 
 
+def accuracy(model: nn.Module, loader: DataLoader) -> float:
+    """The share of `loader`'s (inputs, labels) that `model` (put in eval mode) gets right."""
+    model.eval()
+    correct = total = 0
+    with torch.inference_mode():
+        for inputs, labels in loader:
+            correct += int((model(inputs).argmax(1) == labels).sum())
+            total += len(labels)
+    return correct / total
+
+
+def train_classifier(
+    model: nn.Module, data: Dataset[tuple[Tensor, int]], *, batch: int, rate: float, decay: float
+) -> float:
+    """Train a classifier one pass over `data`, in order (its samples are all new: generated
+    on demand), with cross-entropy and label smoothing 0.05; return the seconds taken."""
+    loader = DataLoader(data, batch_size=batch, shuffle=False, num_workers=1)
+    return train_one_cycle(
+        model,
+        loader,
+        lambda net, inputs, labels: nn.functional.cross_entropy(
+            net(inputs), labels, label_smoothing=0.05
+        ),
+        rate=rate,
+        decay=decay,
+        steps=math.ceil(len(data) / batch),  # type: ignore[arg-type]
+        label=type(model).__name__,
+    )
+
+
 def save_checkpoint(model: nn.Module, name: str) -> int:
     """Write the model's state_dict as the package's checkpoints/`name`; return its bytes."""
     CHECKPOINTS.mkdir(parents=True, exist_ok=True)
@@ -126,3 +160,17 @@ def ratio_rows(batch: int, seconds: dict[str, float]) -> list[dict[str, object]]
         {"batch": batch, "method": name, "seconds": value, "ratio": value / seconds["inference"]}
         for name, value in seconds.items()
     ]
+
+
+class CentreGaussian(Explainer):
+    """A baseline map: a Gaussian at the centre of the input's grid (an image's H x W, a
+    clip's T x H x W), its sigma a quarter of each side."""
+
+    def _explain(self, x: Tensor, target: Target) -> Evidence:
+        with torch.inference_mode():
+            logits = self.model(x)
+        bump = torch.ones((), device=x.device)
+        for side in x.shape[2:]:
+            offsets = (torch.arange(side, device=x.device) - (side - 1) / 2) / (side / 4)
+            bump = bump[..., None] * torch.exp(-0.5 * offsets**2)
+        return Evidence(logits, target.bind(logits), bump.expand(x.shape[0], *bump.shape))

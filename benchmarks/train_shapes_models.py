@@ -12,10 +12,9 @@ benchmarks/results/shapes_models.json.
 from __future__ import annotations
 
 import argparse
-import math
 
 import torch
-from common import save_checkpoint, train_one_cycle, write_results
+from common import accuracy, save_checkpoint, train_classifier, write_results
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -26,33 +25,12 @@ from reciprocam.synthetic.shapes import ShapesDataset
 RECIPES = {"cnn": (64_000, 64, 2e-3, 1e-4), "vit": (160_000, 64, 2e-3, 5e-2)}
 
 
-def accuracy(model: nn.Module, loader: DataLoader) -> float:
-    model.eval()
-    correct = total = 0
-    with torch.inference_mode():
-        for images, labels in loader:
-            correct += int((model(images).argmax(1) == labels).sum())
-            total += len(labels)
-    return correct / total
-
-
 def train(kind: str, seed: int, test: DataLoader) -> tuple[dict[str, float], nn.Module]:
     torch.manual_seed(seed)
     model = build_shapes_model(kind)
     count, batch, rate, decay = RECIPES[kind]
-    loader = DataLoader(
-        ShapesDataset("train", count, seed), batch_size=batch, shuffle=False, num_workers=1
-    )
-    seconds = train_one_cycle(
-        model,
-        loader,
-        lambda net, images, labels: nn.functional.cross_entropy(
-            net(images), labels, label_smoothing=0.05
-        ),
-        rate=rate,
-        decay=decay,
-        steps=math.ceil(count / batch),
-        label=kind,
+    seconds = train_classifier(
+        model, ShapesDataset("train", count, seed), batch=batch, rate=rate, decay=decay
     )
     score = accuracy(model, test)
     print(f"{kind}: test accuracy {score:.2%} after {seconds:.0f} s of training")

@@ -1,9 +1,9 @@
 """mkdocs hooks: benchmark tables generated at build time, and the README published as a page.
 
 - `<!-- table: NAME -->` in a page becomes a Markdown table built from
-  `benchmarks/results/NAME.json` (NAME: speed, localisation, paper_table), with the machine the
-  figures were measured on. A missing file becomes a note saying the benchmark has not run, so
-  the figures on the site are always the ones the benchmarks last wrote.
+  `benchmarks/results/NAME.json` (NAME: speed, localisation, paper_table, video), with the
+  machine the figures were measured on. A missing file becomes a note saying the benchmark
+  has not run, so the figures on the site are always the ones the benchmarks last wrote.
 - The repository's README.md becomes the page `guide.md`; the repository files it links to
   (such as the speed plot) are published beside it.
 """
@@ -171,10 +171,59 @@ def paper_table(results: dict[str, Any]) -> str:
     return table(["method", *labels], rows) + "\n\n" + " ".join(n for n in notes if n)
 
 
+# Where and when the maps of clips and volumes point (bench_video.py), in the table's order.
+VIDEO_SCORES = {
+    "pointing_game": "PG",
+    "energy_in_tube": "energy in tube",
+    "temporal_pointing_game": "temporal PG",
+    "energy_in_window": "energy in window",
+}
+
+
+def video_table(results: dict[str, Any]) -> str:
+    """Per method, its scores and time on the Shapes clips and volumes; then r3d_18's cost."""
+    sets = results["sets"]
+    methods: list[str] = []
+    for found in sets.values():
+        methods += [m for m in found["scores"] if m not in methods]
+    header = ["method"]
+    for name, found in sets.items():
+        keys = [key for key in VIDEO_SCORES if key in found["scores"]["reciprocam"]]
+        header.append(f"{name}: {' / '.join(VIDEO_SCORES[key] for key in keys)} / time")
+    rows = []
+    for method in methods:
+        row = [BASELINE_MAPS.get(method, method)]
+        for found in sets.values():
+            scores = found["scores"].get(method)
+            if scores is None:
+                row.append("-")
+                continue
+            cells = [percent(scores[key]) for key in VIDEO_SCORES if key in scores]
+            time = scores.get("ratio_to_inference")
+            row.append(" / ".join([*cells, "-" if time is None else ratio(time)]))
+        rows.append(row)
+    cost = results["r3d_18"]
+    clip = "x".join(str(side) for side in cost["input"][2:])
+    notes = [
+        machine(results),
+        f"{results.get('clips', '?')} test clips and volumes. Scores x 100; time: the"
+        " method's over one inference of the same batch.",
+        f"r3d_18 at {clip}, batch 1: inference {1000 * cost['seconds']['inference']:.0f} ms,"
+        + ", ".join(
+            f" {name} {ratio(value)}"
+            for name, value in cost["ratios"].items()
+            if name != "inference"
+        )
+        + ".",
+    ]
+    return table(header, rows) + "\n\n" + " ".join(notes)
+
+
 TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
     "speed": speed_table,
     "localisation": localisation_table,
     "paper_table": paper_table,
+    "video": video_table,
 }
 
 

@@ -140,6 +140,17 @@ def test_the_localisation_table_shows_localisation_json(site: Path, hooks: Modul
     assert f"reciprocam {expected}" in page_text(site, "methods")
 
 
+def test_the_video_table_shows_video_json(site: Path, hooks: ModuleType) -> None:
+    results = read_results("video")
+    text = page_text(site, "video")
+    for found in results["sets"].values():
+        scores = found["scores"]["reciprocam"]
+        cells = [hooks.percent(scores[key]) for key in hooks.VIDEO_SCORES if key in scores]
+        assert " / ".join([*cells, hooks.ratio(scores["ratio_to_inference"])]) in text
+    assert f"reciprocam {hooks.ratio(results['r3d_18']['ratios']['reciprocam'])}" in text
+    assert hooks.machine(results) in text
+
+
 def test_the_papers_table_or_its_absence(site: Path, hooks: ModuleType) -> None:
     text = page_text(site, "methods").split("The papers' metrics on real photos")[-1]
     if not (RESULTS / "paper_table.json").is_file():

@@ -1,6 +1,6 @@
-"""torchvision's video classifiers (random weights): the automatic layer, its layout, and
-ReciproCAM's scores against the definition, each masked copy made here and run through the
-rest of the network by our own hook."""
+"""torchvision's video classifiers and MONAI's volume classifiers (random weights): the
+automatic layer, its layout, and ReciproCAM's scores against the definition, each masked copy
+made here and run through the rest of the network by our own hook."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 import torch
 import torchvision
 from helpers import seeded
+from monai.networks import nets as monai_nets
 from torch import Tensor, nn
 from torchvision.models.video.mvit import MSBlockConfig, MViT
 
@@ -128,3 +129,44 @@ def test_grad_cam_reads_a_video_network_and_pools_over_three_axes():
     expected = (expected - expected.min()) / (expected.max() - expected.min())
     maps = GradCAM(model, upsample=False)(x, targets=2)
     torch.testing.assert_close(maps, expected, rtol=0, atol=1e-5)
+
+
+# MONAI's 3-D classifiers for one-channel 64^3 volumes: name, builder, automatic layer, grid
+MONAI_MODELS = [
+    (
+        "densenet121",
+        lambda: monai_nets.DenseNet121(spatial_dims=3, in_channels=1, out_channels=3),
+        "class_layers.relu",
+        (2, 2, 2),
+    ),
+    (
+        "resnet10",
+        lambda: monai_nets.resnet10(spatial_dims=3, n_input_channels=1, num_classes=3),
+        "layer4",
+        (4, 4, 4),
+    ),
+    (
+        "seresnet50",
+        lambda: monai_nets.SEResNet50(spatial_dims=3, in_channels=1, num_classes=3),
+        "layer4",
+        (2, 2, 2),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "build", "layer", "grid"), MONAI_MODELS, ids=[entry[0] for entry in MONAI_MODELS]
+)
+def test_monai_volume_classifiers_are_explained_by_their_definition(name, build, layer, grid):
+    torch.manual_seed(0)
+    model = build().eval()
+    x = seeded((1, 1, 64, 64, 64), seed=5)
+    cam = ReciproCAM(model)
+    explanation = cam.explain(x)
+    found = cam.target_layer
+    assert (found.name, found.layout.grid) == (layer, grid)
+    assert cam.uses_gap_shortcut
+    expected = explicit_scores(model, found.module, x, found.layout)
+    torch.testing.assert_close(explanation.scores[0], expected, rtol=1e-4, atol=1e-6)
+    assert explanation.maps.shape == (1, 64, 64, 64)
+    assert not model.training

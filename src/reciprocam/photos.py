@@ -137,7 +137,7 @@ def explain_photos(
         scores = explanation.target_probabilities[0]
         maps = explanation.maps[0] if bound.stacked else explanation.maps
         photo = crop_to_box(image, box)
-        stem = _unique_stem(f"{path.stem}_{method}", used)
+        stem = unique_stem(f"{path.stem}_{method}", used)
         explained = []
         for index, saliency in enumerate(maps):
             chosen = int(bound.indices[0, index])
@@ -158,10 +158,12 @@ def explain_photos(
                     map_path,
                 )
             )
-        yield ExplainedPhoto(path, photo, _top(explanation, top, categories), explained)
+        yield ExplainedPhoto(path, photo, top_predictions(explanation, top, categories), explained)
 
 
-def _top(explanation: Explanation, top: int, categories: Sequence[str]) -> list[Prediction]:
+def top_predictions(
+    explanation: Explanation, top: int, categories: Sequence[str]
+) -> list[Prediction]:
     """The top classes: by probability, or for a segmenter by their share of the pixels."""
     if explanation.logits.ndim > 2:
         predicted = explanation.predictions[0].flatten()
@@ -182,7 +184,8 @@ def category_name(index: int, categories: Sequence[str]) -> str:
     return categories[index] if index < len(categories) else f"class {index}"
 
 
-def _unique_stem(stem: str, used: set[str]) -> str:
+def unique_stem(stem: str, used: set[str]) -> str:
+    """`stem`, or `stem-2`, `stem-3`... if it is in `used` (to which the result is added)."""
     candidate, number = stem, 1
     while candidate in used:
         number += 1

@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from ..errors import InputError, OptionError
-from ..photos import ExplainedPhoto, SkippedPhoto
-from ..registry import canonical_name
+from ..explainer import Explainer
+from ..photos import ExplainedPhoto, SkippedPhoto, class_indices
+from ..registry import canonical_name, method_for, method_options
+from ..registry import explainer as build_explainer
+from ..targets import TargetSpec, TopClasses
 from ..zoo import DEMO_MODEL
 
 
@@ -165,6 +169,59 @@ def device_from(arguments: argparse.Namespace) -> torch.device:
     elif device.type != "cpu":
         raise InputError(f"unsupported device '{name}'; use cpu, cuda or cuda:N")
     return device
+
+
+def note_if_random(name: str, pretrained: bool) -> None:
+    """Say on stderr that a model without trained weights has random ones, and the remedies."""
+    if not pretrained:
+        print(
+            f"note: {name} has random weights; pass --weights DEFAULT to download the"
+            " pretrained ones, or --checkpoint FILE",
+            file=sys.stderr,
+        )
+
+
+def method_explainer(arguments: argparse.Namespace, model: nn.Module) -> Explainer:
+    """The --method explainer of `model`, with --target-layer and the options given (--score,
+    --mask, --batch-size), each checked to apply to the method."""
+    method = method_for(arguments.method, model)
+    options = {
+        name: value
+        for name, value in (
+            ("score", arguments.score),
+            ("mask", arguments.mask),
+            ("batch_size", arguments.batch_size),
+        )
+        if value is not None
+    }
+    if arguments.mask is not None:
+        options["mask"] = mask_name(arguments.mask, method)
+    for name in options:
+        if name not in method_options(method):
+            flag = "--" + name.replace("_", "-")
+            raise OptionError(f"{flag} does not apply to {method}")
+    return build_explainer(method, model, arguments.target_layer, **options)
+
+
+def chosen_classes(arguments: argparse.Namespace, categories: Sequence[str]) -> list[int] | None:
+    """The --class classes as indices (None without it), refused alongside --top."""
+    classes = class_indices(arguments.target_class, categories)
+    if classes is not None and arguments.top is not None:
+        raise OptionError("--class and --top both choose the classes to explain; give one")
+    return classes
+
+
+def classification_target(top: int | None, classes: list[int] | None) -> TargetSpec:
+    """What each input's maps explain: its `top` most probable classes, the given classes, or
+    (neither) its top-1 prediction."""
+    if top is not None:
+        return TopClasses(top)
+    return None if classes is None else one_input(classes)
+
+
+def one_input(classes: list[int]) -> int | list[list[int]]:
+    """Classes of each explained input (one at a time): one class, or one list of several."""
+    return classes[0] if len(classes) == 1 else [classes]
 
 
 def report(

@@ -1,4 +1,5 @@
-"""`reciprocam explain IMAGE...`: an overlay PNG and a .npy map per image, and the top classes."""
+"""`reciprocam explain IMAGE...`: an overlay PNG and a .npy map per image, and the top classes
+(videos and volumes go to `explain_video`, detection to `explain_detection`)."""
 
 from __future__ import annotations
 
@@ -16,19 +17,22 @@ from ..explainer import Explainer
 from ..files import make_folder, writable_folder
 from ..images import find_images, load_image
 from ..onnx import OnnxExplainer
-from ..photos import SkippedPhoto, class_indices, explain_photos
-from ..registry import explainer as build_explainer
-from ..registry import method_for, method_options, methods
-from ..targets import Region, TargetSpec, TopClasses
+from ..photos import SkippedPhoto, explain_photos
+from ..registry import methods
+from ..targets import Region, TargetSpec
 from ..zoo import IMAGENET_CATEGORIES, Preprocessing, load_model
-from . import explain_detection
+from . import explain_detection, explain_video
 from .common import (
     add_image_size_option,
     add_model_options,
     add_run_options,
+    chosen_classes,
+    classification_target,
     device_from,
-    mask_name,
+    method_explainer,
     method_name,
+    note_if_random,
+    one_input,
     positive_integer,
     report,
 )
@@ -56,11 +60,19 @@ def add_parser(commands: Any) -> None:
             " over the photo) and <name>_<method>.npy (the map, float32 in [0, 1] at the model's"
             " input size) into --output, and print the top classes. Images are resized and"
             " centre-cropped as the model expects; the overlay shows that crop. A file that"
-            " cannot be read is reported and skipped (exit code 1 at the end)."
+            " cannot be read is reported and skipped (exit code 1 at the end). Videos are"
+            " explained on the --model's clip length of frames, evenly spaced, into"
+            " <name>_<method>.gif (or .mp4) and a (T, H, W) .npy; volumes into a .png of their"
+            " slices and a (D, H, W) .npy."
         ),
     )
     parser.add_argument(
-        "images", nargs="*", type=Path, metavar="IMAGE", help="image files or folders"
+        "images",
+        nargs="*",
+        type=Path,
+        metavar="IMAGE",
+        help="image files or folders; or video files (.mp4, .mov, .avi, .mkv, .webm, ...) and"
+        " volumes (.npy, .nii, .nii.gz) with a video or volume --model (r3d_18, shapes_volume)",
     )
     parser.add_argument(
         "--image-path",
@@ -160,6 +172,12 @@ def add_parser(commands: Any) -> None:
         " forward-only methods (default: print the top 5, explain the top-1 or --class)",
     )
     parser.add_argument(
+        "--animation",
+        choices=("gif", "mp4"),
+        help="(videos) the file of each video's frames with their maps: gif (default) or mp4"
+        " (H.264)",
+    )
+    parser.add_argument(
         "--colormap",
         metavar="NAME",
         type=_colormap,
@@ -183,6 +201,10 @@ def run(arguments: argparse.Namespace) -> int:
             "reciprocam explain: error: give at least one IMAGE (or --image-path)", file=sys.stderr
         )
         return 2
+    if explain_video.takes(sources):
+        return explain_video.run(arguments, sources)
+    if arguments.animation is not None:
+        raise OptionError("--animation applies to videos")
     if arguments.task == "detection":
         writable_folder(arguments.output)
         return explain_detection.run(arguments, sources)
@@ -230,59 +252,28 @@ def _target(
     arguments: argparse.Namespace, categories: Sequence[str], preprocessing: Preprocessing
 ) -> TargetSpec:
     """What each image's maps explain, from --class, --top, --task and --region."""
-    classes = class_indices(arguments.target_class, categories)
-    if classes is not None and arguments.top is not None:
-        raise OptionError("--class and --top both choose the classes to explain; give one")
+    classes = chosen_classes(arguments, categories)
     if arguments.task == "classification":
         if arguments.region is not None:
             raise OptionError("--region applies to --task segmentation")
-        if arguments.top is not None:
-            return TopClasses(arguments.top)
-        return None if classes is None else _one_image(classes)
+        return classification_target(arguments.top, classes)
     if classes is None:
         raise OptionError(
             "--task segmentation explains the region of a class: give --class (e.g. --class 15)"
         )
     region = arguments.region or "predicted"
     if region == "predicted":
-        return Region(_one_image(classes))
+        return Region(one_input(classes))
     mask = preprocessing.crop_mask(load_image(Path(region)))
-    return Region(_one_image(classes), region=mask)
-
-
-def _one_image(classes: list[int]) -> int | list[list[int]]:
-    """Classes of each explained photo (one at a time): one class, or one list of several."""
-    return classes[0] if len(classes) == 1 else [classes]
+    return Region(one_input(classes), region=mask)
 
 
 def _torch_explainer(
     arguments: argparse.Namespace, device: torch.device
 ) -> tuple[Explainer, Preprocessing, Sequence[str]]:
     loaded = load_model(arguments.model, weights=arguments.weights, checkpoint=arguments.checkpoint)
-    if not loaded.pretrained:
-        print(
-            f"note: {loaded.name} has random weights; pass --weights DEFAULT to download the"
-            " pretrained ones, or --checkpoint FILE",
-            file=sys.stderr,
-        )
-    model = loaded.model.to(device)
-    method = method_for(arguments.method, model)
-    options = {
-        name: value
-        for name, value in (
-            ("score", arguments.score),
-            ("mask", arguments.mask),
-            ("batch_size", arguments.batch_size),
-        )
-        if value is not None
-    }
-    if arguments.mask is not None:
-        options["mask"] = mask_name(arguments.mask, method)
-    for name in options:
-        if name not in method_options(method):
-            flag = "--" + name.replace("_", "-")
-            raise OptionError(f"{flag} does not apply to {method}")
-    explainer = build_explainer(method, model, arguments.target_layer, **options)
+    note_if_random(loaded.name, loaded.pretrained)
+    explainer = method_explainer(arguments, loaded.model.to(device))
     return explainer, loaded.preprocessing.at_size(arguments.image_size), loaded.categories
 
 

@@ -30,7 +30,7 @@ from ..photos import category_name, class_index, save_array, save_png
 from ..registry import detection_explainer
 from ..visualize import Panel, draw_boxes, overlay, save_grid
 from ..zoo.detectors import SHAPES_DETECTOR, load_detector
-from .common import device_from
+from .common import device_from, note_if_random
 
 # Options of `reciprocam explain` that have no meaning for a detector, and why.
 _NOT_FOR_DETECTION = (
@@ -56,12 +56,7 @@ def run(arguments: argparse.Namespace, sources: Sequence[Path]) -> int:
         weights=arguments.weights,
         checkpoint=arguments.checkpoint,
     )
-    if not loaded.pretrained:
-        print(
-            f"note: {loaded.name} has random weights; pass --weights DEFAULT to download the"
-            " pretrained ones, or --checkpoint FILE",
-            file=sys.stderr,
-        )
+    note_if_random(loaded.name, loaded.pretrained)
     options = {
         name: value
         for name, value in (

@@ -17,10 +17,9 @@ import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from .segmentation import SegmentationImage, render_segmentation
-from .shapes import CLASSES, SPLITS
+from .shapes import CLASSES, SeededSplit
 
 DETECTION_SIZE = 128
 """The side of a detection image, in pixels."""
@@ -50,27 +49,19 @@ def detection_target(sample: SegmentationImage) -> Target:
     }
 
 
-class ShapesDetection(Dataset[tuple[Tensor, Target]]):
+class ShapesDetection(SeededSplit[SegmentationImage, tuple[Tensor, Target]]):
     """`count` images of a split as (3, 128, 128) float32 tensors in [0, 1] and their
-    `detection_target`s."""
+    `detection_target`s; `sample(i)` is the PIL image, its label and instance masks, its
+    shapes and (`boxes`) their boxes."""
 
-    def __init__(self, split: str, count: int, seed: int = 0) -> None:
-        self.seed = _STREAM + seed * len(SPLITS) + SPLITS[split]
-        self.count = count
+    stream = _STREAM
 
-    def __len__(self) -> int:
-        return self.count
+    def render(self, seed: int, index: int) -> SegmentationImage:
+        return render_segmentation(seed, index, size=DETECTION_SIZE)
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Target]:
-        sample = self.sample(index)
+    def item(self, sample: SegmentationImage) -> tuple[Tensor, Target]:
         # Pixels in [0, 1], not normalised: torchvision detectors normalise in their transform.
         return TF.to_tensor(sample.image), detection_target(sample)
-
-    def sample(self, index: int) -> SegmentationImage:
-        """The PIL image, its label and instance masks, its shapes and (`boxes`) their boxes."""
-        if not 0 <= index < self.count:
-            raise IndexError(index)
-        return render_segmentation(self.seed, index, size=DETECTION_SIZE)
 
 
 def collate(

@@ -6,6 +6,7 @@ ship in this package (`checkpoints/`), so `shapes_model("cnn")` needs no downloa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib import resources
 from typing import TypeVar
 
@@ -18,24 +19,37 @@ from ..errors import ModelError
 from .shapes import CLASSES, SIZE
 
 KINDS = ("cnn", "vit")
+# The convolution and batch norm of each rank of a block's input grid.
+_LAYERS: dict[int, tuple[Callable[..., nn.Module], Callable[..., nn.Module]]] = {
+    2: (nn.Conv2d, nn.BatchNorm2d),
+    3: (nn.Conv3d, nn.BatchNorm3d),
+}
 
 
 class BasicBlock(nn.Module):
-    """A ResNet basic block: two 3x3 convolutions (dilated by `dilation`) and a (projected)
-    skip connection."""
+    """A ResNet basic block: two `kernel` convolutions (dilated by `dilation`) and a (projected)
+    skip connection. A 3-tuple `kernel` makes it 3-D, over (T, H, W) or (D, H, W): (1, 3, 3)
+    convolves each frame alone, and `stride` may be a 3-tuple too."""
 
-    def __init__(self, inputs: int, outputs: int, stride: int = 1, dilation: int = 1) -> None:
+    def __init__(
+        self,
+        inputs: int,
+        outputs: int,
+        stride: int | tuple[int, ...] = 1,
+        dilation: int = 1,
+        kernel: tuple[int, ...] = (3, 3),
+    ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(inputs, outputs, 3, stride, dilation, dilation, bias=False)
-        self.bn1 = nn.BatchNorm2d(outputs)
-        self.conv2 = nn.Conv2d(outputs, outputs, 3, 1, dilation, dilation, bias=False)
-        self.bn2 = nn.BatchNorm2d(outputs)
+        conv, norm = _LAYERS[len(kernel)]
+        padding = tuple(dilation * (side // 2) for side in kernel)
+        self.conv1 = conv(inputs, outputs, kernel, stride, padding, dilation, bias=False)
+        self.bn1 = norm(outputs)
+        self.conv2 = conv(outputs, outputs, kernel, 1, padding, dilation, bias=False)
+        self.bn2 = norm(outputs)
         self.skip = (
             nn.Identity()
-            if stride == 1 and inputs == outputs
-            else nn.Sequential(
-                nn.Conv2d(inputs, outputs, 1, stride, bias=False), nn.BatchNorm2d(outputs)
-            )
+            if stride in (1, (1,) * len(kernel)) and inputs == outputs
+            else nn.Sequential(conv(inputs, outputs, 1, stride, bias=False), norm(outputs))
         )
 
     def forward(self, x: Tensor) -> Tensor:

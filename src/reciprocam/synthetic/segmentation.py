@@ -20,16 +20,15 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from .shapes import (
     CLASSES,
     SIZE,
-    SPLITS,
+    SeededSplit,
     _background,
     _contrasting,
     _distractor,
-    _target,
+    _draw_target,
     to_tensor,
 )
 
@@ -98,10 +97,7 @@ def render_segmentation(seed: int, index: int, size: int = SIZE) -> Segmentation
         x, y, radius = spot
         angle = rng.uniform(0, 2 * math.pi)
         colour = _contrasting(image, (x, y), 2 * radius)
-        outline = Image.new("L", (size, size), 0)
-        for canvas, fill in ((draw, colour), (ImageDraw.Draw(outline), 255)):
-            _target(canvas, CLASSES[label], (x, y), 2 * radius, angle, fill)
-        drawn = np.asarray(outline) > 0
+        drawn = _draw_target(image, CLASSES[label], (x, y), 2 * radius, angle, colour)
         mask[drawn] = 1 + label
         placed.append(spot)
         shapes.append(label)
@@ -122,23 +118,13 @@ def _place(
     return None
 
 
-class ShapesSegmentation(Dataset[tuple[Tensor, Tensor]]):
+class ShapesSegmentation(SeededSplit[SegmentationImage, tuple[Tensor, Tensor]]):
     """`count` images of a split as normalised (3, SIZE, SIZE) tensors and (SIZE, SIZE) int64
-    label masks (`shapes.to_tensor`'s normalisation)."""
+    label masks (`shapes.to_tensor`'s normalisation); `sample(i)` is the PIL image, its label
+    mask, its shapes and (`class_masks`) per-class masks."""
 
-    def __init__(self, split: str, count: int, seed: int = 0) -> None:
-        self.seed = seed * len(SPLITS) + SPLITS[split]
-        self.count = count
+    def render(self, seed: int, index: int) -> SegmentationImage:
+        return render_segmentation(seed, index)
 
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        sample = self.sample(index)
+    def item(self, sample: SegmentationImage) -> tuple[Tensor, Tensor]:
         return to_tensor(sample.image), torch.from_numpy(sample.mask)
-
-    def sample(self, index: int) -> SegmentationImage:
-        """The PIL image, its label mask, its shapes and (`class_masks`) per-class masks."""
-        if not 0 <= index < self.count:
-            raise IndexError(index)
-        return render_segmentation(self.seed, index)

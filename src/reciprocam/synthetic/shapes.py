@@ -10,7 +10,9 @@ label. Image i of a split is a pure function of (seed, i): nothing is downloaded
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import numpy as np
 import torch
@@ -23,6 +25,8 @@ SIZE = 64
 MEAN = (0.5, 0.5, 0.5)
 STD = (0.25, 0.25, 0.25)
 SPLITS = {"train": 0, "validation": 1, "test": 2}
+TARGET_SCALES = (0.25, 0.45)
+"""The smallest and largest target diameter, as a fraction of the image's side."""
 
 Point = tuple[float, float]
 
@@ -45,42 +49,66 @@ def render(seed: int, index: int, size: int = SIZE) -> ShapeImage:
     for _ in range(rng.integers(2, 6)):
         _distractor(draw, rng, size)
     label = int(rng.integers(len(CLASSES)))
-    scale = rng.uniform(0.25, 0.45) * size  # the target's diameter
+    scale = rng.uniform(*TARGET_SCALES) * size  # the target's diameter
     margin = scale / 2 + 1
     centre = (rng.uniform(margin, size - margin), rng.uniform(margin, size - margin))
     angle = rng.uniform(0, 2 * math.pi)
     colour = _contrasting(image, centre, scale)
-    mask_image = Image.new("L", (size, size), 0)
-    for canvas, fill in ((draw, colour), (ImageDraw.Draw(mask_image), 255)):
-        _target(canvas, CLASSES[label], centre, scale, angle, fill)
-    mask = np.asarray(mask_image) > 0
+    mask = _draw_target(image, CLASSES[label], centre, scale, angle, colour)
     rows, columns = np.nonzero(mask)
     box = (int(columns.min()), int(rows.min()), int(columns.max()), int(rows.max()))
     return ShapeImage(image, label, mask, box)
 
 
-class ShapesDataset(Dataset[tuple[Tensor, int]]):
-    """`count` images of a split as normalised (3, SIZE, SIZE) tensors and labels."""
+Sample = TypeVar("Sample")
+Item = TypeVar("Item")
+
+
+class SeededSplit(Dataset[Item], Generic[Sample, Item], ABC):
+    """`count` generated samples of a split ("train", "validation", "test"): sample i is
+    `render(seed, i)`, a pure function of the split's seed and i, and item i is its tensors."""
+
+    stream = 0
+    """Added to the seed, to keep a dataset's streams apart from another's of the same render."""
 
     def __init__(self, split: str, count: int, seed: int = 0) -> None:
-        self.seed = seed * len(SPLITS) + SPLITS[split]
+        self.seed = self.stream + seed * len(SPLITS) + SPLITS[split]
         self.count = count
 
     def __len__(self) -> int:
         return self.count
 
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        sample = self.sample(index)
-        return to_tensor(sample.image), sample.label
+    def __getitem__(self, index: int) -> Item:
+        return self.item(self.sample(index))
 
-    def sample(self, index: int) -> ShapeImage:
+    def sample(self, index: int) -> Sample:
+        """Sample `index`, as rendered (pictures, labels and masks)."""
         if not 0 <= index < self.count:
             raise IndexError(index)
-        return render(self.seed, index)
+        return self.render(self.seed, index)
+
+    @abstractmethod
+    def render(self, seed: int, index: int) -> Sample:
+        """Sample `index` of the stream `seed`."""
+
+    @abstractmethod
+    def item(self, sample: Sample) -> Item:
+        """What the dataset gives for `sample`: its input tensor and its target."""
 
 
-def to_tensor(image: Image.Image) -> Tensor:
-    """(3, H, W) float32: pixels in [0, 1], then (x - MEAN) / STD."""
+class ShapesDataset(SeededSplit[ShapeImage, tuple[Tensor, int]]):
+    """`count` images of a split as normalised (3, SIZE, SIZE) tensors and labels."""
+
+    def render(self, seed: int, index: int) -> ShapeImage:
+        return render(seed, index)
+
+    def item(self, sample: ShapeImage) -> tuple[Tensor, int]:
+        return to_tensor(sample.image), sample.label
+
+
+def to_tensor(image: Image.Image | np.ndarray) -> Tensor:
+    """(3, H, W) float32 of an RGB image or (H, W, 3) uint8 array: pixels in [0, 1], then
+    (x - MEAN) / STD."""
     pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255).permute(2, 0, 1)
     mean = torch.tensor(MEAN)[:, None, None]
     std = torch.tensor(STD)[:, None, None]
@@ -136,6 +164,16 @@ def _distractor(draw: ImageDraw.ImageDraw, rng: np.random.Generator, size: int) 
         for _ in range(rng.integers(2, 6)):
             dx, dy = rng.uniform(-size / 8, size / 8, 2)
             draw.point((x + dx, y + dy), fill=colour)
+
+
+def _draw_target(
+    image: Image.Image, kind: str, centre: Point, scale: float, angle: float, colour: object
+) -> np.ndarray:
+    """Draw a target shape on `image` in `colour`; return its (H, W) bool mask."""
+    mask = Image.new("L", image.size, 0)
+    for canvas, fill in ((ImageDraw.Draw(image), colour), (ImageDraw.Draw(mask), 255)):
+        _target(canvas, kind, centre, scale, angle, fill)
+    return np.asarray(mask) > 0
 
 
 def _target(

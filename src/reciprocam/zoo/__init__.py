@@ -4,13 +4,17 @@ from .checkpoints import read_checkpoint
 from .loaded import IMAGENET_CATEGORIES, LoadedModel
 from .loading import DEMO_MODEL, load_model, model_names
 from .preprocessing import Preprocessing
+from .video import LoadedClipModel, load_video_model, video_model_names
 
 __all__ = [
     "DEMO_MODEL",
     "IMAGENET_CATEGORIES",
+    "LoadedClipModel",
     "LoadedModel",
     "Preprocessing",
     "load_model",
+    "load_video_model",
     "model_names",
     "read_checkpoint",
+    "video_model_names",
 ]

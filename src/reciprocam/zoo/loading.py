@@ -51,9 +51,7 @@ def load_model(
         a classifier with another number of classes is rebuilt to match it.
     """
     name = name or DEMO_MODEL
-    state = read_checkpoint(checkpoint) if checkpoint is not None else None
-    if weights is not None and state is not None:
-        raise ModelError("give either weights or a checkpoint (--weights, --checkpoint), not both")
+    state = checkpoint_state(weights, checkpoint)
     if name.startswith(TIMM_PREFIX):
         return load_timm(name, weights, state, checkpoint)
     if name == DEMO_MODEL:
@@ -68,16 +66,43 @@ def load_model(
             raise ModelError(f"{SHAPES_SEGMENTER} comes with its own weights; give no --weights")
         return _load_shapes_segmenter(state, checkpoint)
     if name not in _torchvision_names():
+        from .video import video_model_names  # a late import: zoo.video builds on this module
+
+        if name in video_model_names():
+            raise ModelError(
+                f"{name} is a video model: explain a video or volume file with it"
+                f" (reciprocam explain clip.mp4 --model {name})"
+            )
         close = difflib.get_close_matches(name, model_names(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise ModelError(
             f"unknown model '{name}'{hint} (torchvision classifiers and segmentation models,"
             f" {DEMO_MODEL}, or timm models as {TIMM_PREFIX}NAME)"
         )
+    return torchvision_model(name, weights, state, checkpoint)
+
+
+def checkpoint_state(
+    weights: str | None, checkpoint: str | Path | None
+) -> dict[str, Tensor] | None:
+    """The state_dict of `checkpoint` (None without one), refused alongside `weights`."""
+    state = read_checkpoint(checkpoint) if checkpoint is not None else None
+    if weights is not None and state is not None:
+        raise ModelError("give either weights or a checkpoint (--weights, --checkpoint), not both")
+    return state
+
+
+def torchvision_model(
+    name: str, weights: str | None, state: Mapping[str, Tensor] | None, source: object
+) -> LoadedModel:
+    """torchvision's model `name` in eval mode: random, with the named weights (downloaded),
+    or with the checkpoint `state` (read from `source`), rebuilt for its class count; the
+    preprocessing and categories are its weights'."""
     default = torchvision.models.get_model_weights(name).DEFAULT
     chosen = torchvision_weights(name, weights) if weights is not None else None
     transform = (chosen or default).transforms()
     # A segmenter's transform resizes without cropping: its square centre crop is explained.
+    # A video transform's (128, 171) resize is its 4:3 frames' shorter side, 128.
     resize = int(transform.resize_size[0])
     crop = int(transform.crop_size[0]) if hasattr(transform, "crop_size") else resize
     preprocessing = Preprocessing(
@@ -107,7 +132,7 @@ def load_model(
     classes = checkpoint_classes(model, state)
     if classes != len(categories):
         model = torchvision.models.get_model(name, num_classes=classes, **backbone)
-    load_state(model, state, checkpoint)
+    load_state(model, state, source)
     if classes != len(categories):
         categories = tuple(f"class {index}" for index in range(classes))
     return LoadedModel(name, model.eval(), preprocessing, categories, True)
