@@ -4,13 +4,17 @@
   `benchmarks/results/NAME.json` (NAME: speed, localisation, paper_table, video), with the
   machine the figures were measured on. A missing file becomes a note saying the benchmark
   has not run, so the figures on the site are always the ones the benchmarks last wrote.
-- The repository's README.md becomes the page `guide.md`; the repository files it links to
-  (such as the speed plot) are published beside it.
+- The repository's README.md becomes the page `guide.md`. Links are written to work on GitHub,
+  relative to the file that holds them, and are rewritten for the site: in the guide,
+  `docs/PAGE.md#anchor` becomes `PAGE.md#anchor`; in a docs page, `../README.md` becomes the
+  guide; the repository files outside docs/ that the README or a page links to (such as the
+  speed plot) are published at their repository paths, and a link to a folder becomes its text.
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -27,11 +31,13 @@ from reciprocam.metrics import PAPER_METRICS
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
 GUIDE = "guide.md"
 
 PLACEHOLDER = re.compile(r"<!-- table: (\w+) -->")
-# A relative Markdown link or image target: `](path)`, not a URL and not an in-page anchor.
-RELATIVE_LINK = re.compile(r"(!?)\[([^\]]*)\]\((?![a-z][a-z0-9+.-]*:|#)([^)\s]+)\)")
+# A relative Markdown link or image target: `](path)`, not a URL, not an absolute path (mkdocs
+# warns about those) and not an in-page anchor.
+RELATIVE_LINK = re.compile(r"(!?)\[([^\]]*)\]\((?![a-z][a-z0-9+.-]*:|#|/)([^)\s]+)\)")
 
 SPEED_COLUMNS = [("resnet50", 1), ("resnet50", 8), ("vit_b_16", 1), ("vit_b_16", 8)]
 LOCALISATION = ("pointing_game", "energy_pointing_game", "mask_iou")
@@ -242,26 +248,72 @@ def render(name: str, results: Path = RESULTS) -> str:
         ) from error
 
 
+def source_of(src_uri: str) -> Path:
+    """The file in the repository that the page `src_uri` is built from."""
+    return README if src_uri == GUIDE else DOCS / src_uri
+
+
+def repository_target(src_uri: str, target: str) -> Path:
+    """Where a relative link of the page `src_uri` points in the repository (anchor dropped)."""
+    path = target.split("#")[0]
+    return Path(posixpath.normpath((source_of(src_uri).parent / path).as_posix()))
+
+
+def published(path: Path) -> str | None:
+    """The site path of a repository file: a docs page's own, the README's guide.md, a file
+    outside docs/ at its repository path; None for what the site cannot hold (a folder)."""
+    if path.is_dir() or not path.is_relative_to(ROOT):
+        return None
+    if path == README:
+        return GUIDE
+    if path.is_relative_to(DOCS):
+        return path.relative_to(DOCS).as_posix()
+    return path.relative_to(ROOT).as_posix()
+
+
+def linked_pages() -> list[tuple[str, str]]:
+    """Every (page, relative link target) of the README and the docs pages."""
+    pages = [(GUIDE, README)] + [
+        (path.relative_to(DOCS).as_posix(), path) for path in sorted(DOCS.rglob("*.md"))
+    ]
+    return [
+        (src_uri, target)
+        for src_uri, source in pages
+        for _, _, target in RELATIVE_LINK.findall(source.read_text())
+    ]
+
+
 def on_files(files: Files, config: MkDocsConfig) -> Files:
-    """Publish README.md as guide.md, with the repository files it links to."""
+    """Publish README.md as guide.md, with the repository files it and the pages link to."""
     files.append(File.generated(config, GUIDE, abs_src_path=str(README)))
-    for _, _, target in RELATIVE_LINK.findall(README.read_text()):
-        path = target.split("#")[0]
-        if (ROOT / path).is_file() and files.get_file_from_path(path) is None:
-            files.append(File.generated(config, path, abs_src_path=str(ROOT / path)))
+    for src_uri, target in linked_pages():
+        path = repository_target(src_uri, target)
+        site_path = published(path)
+        if (
+            site_path is not None
+            and not path.is_relative_to(DOCS)
+            and path != README
+            and path.is_file()
+            and files.get_file_from_path(site_path) is None
+        ):
+            files.append(File.generated(config, site_path, abs_src_path=str(path)))
     return files
 
 
-def _unlink_missing(match: re.Match[str]) -> str:
-    """A README link to something the site cannot hold (a folder) becomes its text."""
+def site_link(src_uri: str, match: re.Match[str]) -> str:
+    """A link of the page `src_uri`, as the site needs it (see the module's docstring)."""
     image, text, target = match.groups()
-    if image or (ROOT / target.split("#")[0]).is_file():
-        return match.group(0)
-    return text
+    site_path = published(repository_target(src_uri, target))
+    if site_path is None:
+        return match.group(0) if image else text
+    anchor = target[len(target.split("#")[0]) :]
+    relative = posixpath.relpath(site_path, posixpath.dirname(src_uri) or ".")
+    return f"{image}[{text}]({relative}{anchor})"
 
 
 def on_page_markdown(markdown: str, page: Page, **_: Any) -> str:
-    """Fill the table placeholders of a page; in the guide, unlink what is not published."""
-    if page.file.src_uri == GUIDE:
-        markdown = RELATIVE_LINK.sub(_unlink_missing, markdown)
+    """Fill the table placeholders of a page and rewrite its links for the site."""
+    src_uri = page.file.src_uri
+    if src_uri == GUIDE or (DOCS / src_uri).is_file():
+        markdown = RELATIVE_LINK.sub(lambda match: site_link(src_uri, match), markdown)
     return PLACEHOLDER.sub(lambda match: render(match.group(1)), markdown)

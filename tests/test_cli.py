@@ -214,6 +214,13 @@ def test_usage_errors_exit_with_2(capsys):
     assert raised.value.code == 2
 
 
+def test_an_unknown_colormap_is_one_line_before_any_work(capsys):
+    # Checked by the run, not the parser, so that parsing needs no matplotlib: exit code 1.
+    code, _, err = run(capsys, "explain", "x.jpg", "--colormap", "jett")
+    assert code == 1
+    assert err == "reciprocam: error: unknown matplotlib colormap 'jett'\n"
+
+
 def test_method_names_are_case_insensitive(photos, tmp_path, capsys):
     code, _, _ = run(
         capsys,

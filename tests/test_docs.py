@@ -179,3 +179,112 @@ def test_the_readme_is_the_guide(site: Path) -> None:
     index = (site / "index.html").read_text()
     for link in ('href="guide/"', 'href="methods/"', 'href="api/"'):
         assert link in index
+
+
+# The README's `##` and `###` sections before it became a five-minute read (issue 19), with the
+# docs page that holds each one now (every one moved there verbatim, or stayed in the README).
+OLD_README_SECTIONS = {
+    "Five minutes: from install to your own model": "README.md",
+    "Use it from Python": "docs/python.md",
+    "The baseline methods": "docs/baselines.md",
+    "Explain any output: classes, several labels, segmentation regions, embeddings": (
+        "docs/targets.md"
+    ),
+    "Explain a detector's boxes: one map per box, from one batch": "docs/detection.md",
+    "Explain a video or a volume: maps over time and depth": "docs/video.md",
+    "Use it from the command line": "docs/cli.md",
+    "Deploy: explanations in ONNX": "docs/onnx.md",
+    "Evaluate explanations: the papers' metrics": "docs/evaluation.md",
+    "`reciprocam evaluate`": "docs/evaluation.md",
+    "How it works, and where the choices come from": "docs/how-it-works.md",
+    "Every classifier users bring: the zoo": "docs/zoo.md",
+    "How it is checked": "docs/checks.md",
+    "Speed": "docs/speed.md",
+    "Benchmarks": "docs/benchmarks.md",
+    "Where the maps point: the Shapes localisation benchmark": "docs/benchmarks.md",
+    "Where the maps of a segmenter point: Shapes segmentation": "docs/benchmarks.md",
+    "Where the maps of a detector's boxes point: Shapes detection": "docs/benchmarks.md",
+    "The papers' table on real photos": "docs/benchmarks.md",
+    "Development": "docs/development.md",
+}
+FENCE = re.compile(r"^```.*?^```", flags=re.DOTALL | re.MULTILINE)
+CODE_SPAN = re.compile(r"`[^`\n]*`")
+
+
+def markdown_files() -> list[Path]:
+    """The README and every page of docs/."""
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def headings(path: Path) -> list[str]:
+    """The headings of a Markdown file, as written (code blocks left out)."""
+    text = FENCE.sub("", path.read_text())
+    return re.findall(r"^#{1,6} (.+?)\s*$", text, flags=re.MULTILINE)
+
+
+def links(path: Path) -> list[str]:
+    """The targets of a Markdown file's links and images (code left out)."""
+    text = CODE_SPAN.sub("", FENCE.sub("", path.read_text()))
+    return re.findall(r"!?\[[^\]]*\]\(([^)\s]+)\)", text)
+
+
+def site_page(site: Path, path: Path) -> Path:
+    """The built HTML of the repository's Markdown file `path` (the README is the guide)."""
+    if path == ROOT / "README.md":
+        return site / "guide" / "index.html"
+    page = path.relative_to(ROOT / "docs").with_suffix("")
+    return site / ("index.html" if page.name == "index" else page / "index.html")
+
+
+def test_the_readme_is_a_five_minute_read() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) < 300
+    assert readme.startswith(
+        '# reciprocam\n\n```bash\npip install ".[demo]" && reciprocam demo\n'
+        'pip install -e ".[dev,demo]" && pytest\n```\n'
+    )
+    assert "![" in readme, "the README shows a picture"
+
+
+def test_every_old_readme_section_is_still_there_or_linked() -> None:
+    readme = ROOT / "README.md"
+    kept = headings(readme)
+    linked = {(ROOT / target.split("#")[0]).resolve() for target in links(readme)}
+    for title, page in OLD_README_SECTIONS.items():
+        if title in kept:
+            continue
+        path = (ROOT / page).resolve()
+        assert path in linked, f"the README does not link {page}, where '{title}' went"
+        assert title in headings(path), f"'{title}' is neither in the README nor in {page}"
+
+
+def test_every_relative_link_resolves(site: Path) -> None:
+    for path in markdown_files():
+        for target in links(path):
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):
+                continue
+            assert not target.startswith("/"), f"{path}: {target} is absolute"
+            file, _, anchor = target.partition("#")
+            found = (path.parent / file).resolve() if file else path
+            where = f"{path.relative_to(ROOT)}: {target}"
+            assert found.exists(), f"{where}: no such file"
+            if anchor and found.suffix == ".md":
+                built = site_page(site, found).read_text()
+                assert f'id="{anchor}"' in built, f"{where}: no heading with that anchor"
+
+
+def test_links_are_rewritten_for_the_site(hooks: ModuleType) -> None:
+    def site_link(page: str, markdown: str) -> str:
+        match = hooks.RELATIVE_LINK.search(markdown)
+        assert match is not None
+        return str(hooks.site_link(page, match))
+
+    assert site_link("guide.md", "[a](docs/methods.md#speed)") == "[a](methods.md#speed)"
+    assert site_link("guide.md", "[a](docs/api/onnx.md)") == "[a](api/onnx.md)"
+    assert site_link("guide.md", "[a](examples/)") == "a"
+    plot = "![p](benchmarks/results/speed.png)"
+    assert site_link("guide.md", plot) == plot
+    assert site_link("speed.md", "![p](../benchmarks/results/speed.png)") == plot
+    assert site_link("index.md", "[g](../README.md)") == "[g](guide.md)"
+    assert site_link("api/onnx.md", "[g](../../README.md#speed)") == "[g](../guide.md#speed)"
+    assert site_link("api/onnx.md", "[m](../methods.md)") == "[m](../methods.md)"

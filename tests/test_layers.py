@@ -9,6 +9,7 @@ from oracle import explicit_scores, minmax
 from torch import nn
 
 from reciprocam import LayerError, ReciproCAM, TargetError
+from reciprocam.layers import spatial_layers
 
 # The model, the layer the automatic rule must pick, and whether its head starts with GAP.
 AUTOMATIC = [
@@ -193,3 +194,18 @@ def test_logits_inside_a_mapping_or_an_output_object():
     expected = ReciproCAM(inner, "conv")(x)
     for as_dict in (True, False):
         torch.testing.assert_close(ReciproCAM(Wrapped(inner, as_dict), "inner.conv")(x), expected)
+
+
+def test_spatial_layers_lists_every_grid_layer_with_its_layout(resnet18):
+    layers = spatial_layers(resnet18, seeded((1, 3, 64, 64)))
+    grids = {layer.name: (layer.layout.kind, layer.layout.grid) for layer in layers}
+    # ResNet-18 at 64x64: the stem's 32x32 (conv1, bn1, relu), 16x16 after the max pool,
+    # then halving per stage to layer4's 2x2; the 1x1 pool and fc are not grids.
+    assert grids["conv1"] == ("channels_first", (32, 32))
+    assert grids["maxpool"] == ("channels_first", (16, 16))
+    assert [grids[f"layer{i}"][1] for i in range(1, 5)] == [(16, 16), (8, 8), (4, 4), (2, 2)]
+    assert "avgpool" not in grids
+    assert "fc" not in grids
+    names = [layer.name for layer in layers]
+    assert names.index("layer3.1") < names.index("layer3") < names.index("layer4.0")
+    assert not any(module._forward_hooks for module in resnet18.modules())  # probe removed

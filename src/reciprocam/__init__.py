@@ -1,5 +1,11 @@
 """reciprocam: fast, faithful class activation maps for PyTorch vision models."""
 
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+
 from .errors import (
     ImageError,
     InputError,
@@ -10,30 +16,34 @@ from .errors import (
     ReciproCAMError,
     TargetError,
 )
-from .explainer import Explainer, Explanation
-from .layers import TargetLayer
-from .methods import (
-    CAM,
-    RISE,
-    AblationCAM,
-    EigenCAM,
-    EigenGradCAM,
-    FullGrad,
-    GradCAM,
-    GradCAMPlusPlus,
-    GuidedBackprop,
-    GuidedGradCAM,
-    GuidedGradCAMPlusPlus,
-    HiResCAM,
-    LayerCAM,
-    ReciproCAM,
-    ScoreCAM,
-    SmoothGradCAMPlusPlus,
-    ViTReciproCAM,
-    XGradCAM,
-)
-from .onnx import export_onnx
-from .registry import explainer, methods
+
+# typing.TYPE_CHECKING without importing typing, which the command line does not need.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .explainer import Explainer, Explanation
+    from .layers import TargetLayer
+    from .methods import (
+        CAM,
+        RISE,
+        AblationCAM,
+        EigenCAM,
+        EigenGradCAM,
+        FullGrad,
+        GradCAM,
+        GradCAMPlusPlus,
+        GuidedBackprop,
+        GuidedGradCAM,
+        GuidedGradCAMPlusPlus,
+        HiResCAM,
+        LayerCAM,
+        ReciproCAM,
+        ScoreCAM,
+        SmoothGradCAMPlusPlus,
+        ViTReciproCAM,
+        XGradCAM,
+    )
+    from .onnx import export_onnx
+    from .registry import explainer, methods
 
 __version__ = "0.1.0"
 
@@ -72,3 +82,68 @@ __all__ = [
     "export_onnx",
     "methods",
 ]
+
+# The module each name that needs torch comes from, imported on first use (PEP 562), so that
+# `import reciprocam` and the command line's --help answer at once. The names are those of
+# the TYPE_CHECKING imports above (tests/test_cli_startup.py checks that they agree).
+_LAZY = {
+    "Explainer": "explainer",
+    "Explanation": "explainer",
+    "TargetLayer": "layers",
+    **dict.fromkeys(
+        (
+            "CAM",
+            "RISE",
+            "AblationCAM",
+            "EigenCAM",
+            "EigenGradCAM",
+            "FullGrad",
+            "GradCAM",
+            "GradCAMPlusPlus",
+            "GuidedBackprop",
+            "GuidedGradCAM",
+            "GuidedGradCAMPlusPlus",
+            "HiResCAM",
+            "LayerCAM",
+            "ReciproCAM",
+            "ScoreCAM",
+            "SmoothGradCAMPlusPlus",
+            "ViTReciproCAM",
+            "XGradCAM",
+        ),
+        "methods",
+    ),
+    "export_onnx": "onnx",
+    "explainer": "registry",
+    "methods": "registry",
+}
+
+
+# Under `if not TYPE_CHECKING`, so that mypy still flags a mistyped attribute of the package.
+if not TYPE_CHECKING:
+
+    def __getattr__(name: str) -> object:
+        source = _LAZY.get(name)
+        if source is None:
+            raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(f".{source}", __name__), name)
+        globals()[name] = value
+        return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
+
+class _Package(types.ModuleType):
+    """This package, keeping the functions `explainer` and `methods` over its submodules of
+    those names: importing a submodule sets it as an attribute of the package, which would
+    otherwise hide the function once the registry is loaded."""
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in ("explainer", "methods") and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -11,6 +11,7 @@ import torch
 from .errors import ModelError
 from .files import write_atomically
 from .methods import ReciproCAM
+from .names import DEMO_GRID
 from .photos import ExplainedPhoto, SkippedPhoto, explain_photos
 from .visualize import Panel, save_grid
 from .zoo import load_model
@@ -26,7 +27,6 @@ DEMO_PHOTOS = (
     ("foolbox", "foolbox/data/imagenet_13_471.jpg", "ImageNet photo of a cannon"),
     ("foolbox", "foolbox/data/imagenet_08_915.jpg", "ImageNet photo of yurts"),
 )
-GRID_NAME = "demo.png"
 
 
 def demo_photos() -> list[Path]:
@@ -73,4 +73,4 @@ def run_demo(output: Path, device: torch.device) -> Iterator[ExplainedPhoto | Sk
         for m in r.maps
     ]
     heading = "ReciproCAM on ImageNet EfficientNet-Lite0: each photo and the map of its top-1 class"
-    write_atomically(output / GRID_NAME, lambda path: save_grid(panels, path, heading=heading))
+    write_atomically(output / DEMO_GRID, lambda path: save_grid(panels, path, heading=heading))

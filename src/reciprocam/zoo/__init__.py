@@ -1,8 +1,9 @@
 """Models by name, with the preprocessing and class names that go with them."""
 
+from ..names import DEMO_MODEL
 from .checkpoints import read_checkpoint
 from .loaded import IMAGENET_CATEGORIES, LoadedModel
-from .loading import DEMO_MODEL, load_model, model_names
+from .loading import load_model, model_names
 from .preprocessing import Preprocessing
 from .video import LoadedClipModel, load_video_model, video_model_names
 

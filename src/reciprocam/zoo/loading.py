@@ -10,12 +10,12 @@ import torchvision
 from torch import Tensor
 
 from ..errors import ModelError
+from ..names import DEMO_MODEL
 from .checkpoints import checkpoint_classes, load_state, read_checkpoint
 from .loaded import IMAGENET_CATEGORIES, LoadedModel
 from .preprocessing import Preprocessing
 from .timm_models import TIMM_PREFIX, load_timm
 
-DEMO_MODEL = "efficientnet_lite0"
 SHAPES_SEGMENTER = "shapes_segmenter"
 
 

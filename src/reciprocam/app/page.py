@@ -1,0 +1,242 @@
+"""The page: pick a photo, the methods, a class, a layer and the options; see and download the
+explanations. Each browser session keeps its own photo and results (`Session` in a gr.State)."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import torch
+
+from ..demo import DEMO_PHOTOS, demo_photos
+from ..errors import ModelError, ReciproCAMError
+from ..layout import grid_text
+from ..photos import Prediction
+from ..registry import methods
+from ..zoo import LoadedModel, load_model
+from .explore import TOP, Explorer, MethodResult, Settings
+from .pictures import curves_figure, grid_picture
+
+DEFAULT = "default"
+AUTOMATIC = ""  # the layer dropdown's value for the automatic layer
+CACHE_SECONDS = 3600
+"""Gradio's copies of the pictures and files it served are deleted after about this long."""
+
+
+@dataclass(frozen=True)
+class Session:
+    """One browser session's photo, its top classes, and its latest results and their folder."""
+
+    photo: Path | None = None
+    top: tuple[Prediction, ...] = ()
+    results: tuple[MethodResult, ...] = ()
+    output: Path | None = None
+    requests: int = 0
+
+
+def build_app(
+    model: LoadedModel | str | None = None,
+    *,
+    checkpoint: Path | None = None,
+    device: torch.device | None = None,
+) -> gr.Blocks:
+    """The page for `model`: a LoadedModel, or a name `load_model` takes (default: the offline
+    demo model) with an optional `checkpoint`; the model is loaded once, here."""
+    loaded = model if isinstance(model, LoadedModel) else load_model(model, checkpoint=checkpoint)
+    explorer = Explorer(loaded, device or torch.device("cpu"))
+    categories = [(f"{name} ({index})", index) for index, name in enumerate(loaded.categories)]
+    task = "region of a class (segmentation)" if explorer.segmenter else "class"
+    app = gr.Blocks(
+        title="reciprocam app", analytics_enabled=False, delete_cache=(600, CACHE_SECONDS)
+    )
+    with app:
+        session = gr.State(Session(), delete_callback=_forget)
+        gr.Markdown(f"## reciprocam app: {loaded.name}\nExplain a photo's {task} with any method.")
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(label="Photo (any image file)", elem_id="upload")
+                demo = _demo_choice()
+                preview = gr.Image(
+                    label="Photo", type="pil", format="png", interactive=False, height=220
+                )
+            with gr.Column(scale=2):
+                chosen = gr.CheckboxGroup(
+                    methods(), value=["reciprocam"], label="Methods", elem_id="methods"
+                )
+                with gr.Row():
+                    top = [
+                        gr.Button(visible=False, size="sm", elem_id=f"top-{i}") for i in range(TOP)
+                    ]
+                target = gr.Dropdown(
+                    categories,
+                    value=None,
+                    label="Class (type to search)",
+                    filterable=True,
+                    elem_id="class",
+                )
+                with gr.Row():
+                    layer = gr.Dropdown(
+                        [("automatic", AUTOMATIC), *explorer.layers],
+                        value=AUTOMATIC,
+                        label="Target layer (grid)",
+                        elem_id="layer",
+                    )
+                    mask = gr.Radio(
+                        [DEFAULT, "pixel", "gaussian"], value=DEFAULT, label="Mask (ReciproCAM)"
+                    )
+                    score = gr.Radio(
+                        [DEFAULT, "softmax", "logit", "sigmoid"],
+                        value=DEFAULT,
+                        label="Score (ReciproCAM, RISE)",
+                    )
+                curves = gr.Checkbox(value=True, label="Deletion and Insertion curves")
+                explain = gr.Button("Explain", variant="primary", elem_id="explain")
+        status = gr.Markdown("Upload a photo or pick a demo photo.", elem_id="status")
+        with gr.Row():
+            overlays = gr.Gallery(
+                label="Overlays", format="png", columns=3, height=320, elem_id="overlays"
+            )
+            grids = gr.Gallery(
+                label="Raw grids", format="png", columns=3, height=320, elem_id="grids"
+            )
+        summary = gr.Markdown(elem_id="summary")
+        plot = gr.Plot(label="Deletion and Insertion", elem_id="curves")
+        downloads = gr.File(
+            label="Maps (.npy) and overlays (.png)", file_count="multiple", elem_id="downloads"
+        )
+
+        def choose(path: str | None, state: Session) -> list[Any]:
+            hidden = [gr.update(visible=False)] * TOP
+            if not path:
+                return [state, gr.update(), gr.update(), gr.update(), *hidden]
+            try:
+                image, predicted = explorer.predict(Path(path))
+            except ReciproCAMError as error:
+                message = _short(error, path)
+                cleared = Session(output=state.output, requests=state.requests)
+                return [cleared, None, message, gr.update(), *hidden]
+            buttons = [
+                gr.update(value=f"{p.name} ({p.probability:.0%})", visible=True) for p in predicted
+            ]
+            best = predicted[0]
+            note = f"{Path(path).name}: the model sees {best.name} ({best.probability:.0%})."
+            chosen_state = Session(
+                Path(path), tuple(predicted), output=state.output, requests=state.requests
+            )
+            padding = hidden[len(buttons) :]
+            return [chosen_state, image, note, gr.update(value=best.index), *buttons, *padding]
+
+        photo_outputs = [session, preview, status, target, *top]
+        upload.change(choose, [upload, session], photo_outputs)
+        if demo is not None:
+            demo.change(choose, [demo, session], photo_outputs)
+        for rank, button in enumerate(top):
+            button.click(lambda state, rank=rank: state.top[rank].index, session, target)
+
+        def run(
+            state: Session,
+            names: list[str],
+            index: int | None,
+            layer_name: str,
+            mask_name: str,
+            score_name: str,
+            with_curves: bool,
+        ) -> list[Any]:
+            unchanged = [gr.update()] * 5
+            if state.photo is None:
+                return [state, *unchanged, "Upload a photo or pick a demo photo first."]
+            if not names:
+                return [state, *unchanged, "Choose at least one method."]
+            if index is None:
+                index = state.top[0].index
+            settings = Settings(
+                layer_name or None,
+                None if mask_name == DEFAULT else mask_name,
+                None if score_name == DEFAULT else score_name,
+                with_curves,
+            )
+            _forget(state)
+            output = Path(tempfile.mkdtemp(prefix="reciprocam-app-"))
+            results, failures = [], []
+            for name in names:
+                try:
+                    results.append(explorer.explain(state.photo, name, index, settings, output))
+                except ReciproCAMError as error:
+                    failures.append(f"{name}: {_short(error, state.photo)}")
+            count = state.requests + 1
+            done = replace(state, results=tuple(results), output=output, requests=count)
+            if not results:  # no stale results beside the message
+                empty: list[Any] = [[], "", None, [], None]
+                return [done, *empty, f"Request {count}: " + "; ".join(failures)]
+            seconds = sum(r.seconds for r in results)
+            note = f"Request {count}: explained {results[0].explained.target.name} with"
+            note += f" {len(results)} method(s) in {seconds:.2f} s."
+            note += "".join(f" Failed: {f}." for f in failures)
+            return [
+                done,
+                [(r.explained.overlay, _caption(r)) for r in results],
+                _summary(results),
+                curves_figure(results) if with_curves else None,
+                [(grid_picture(r.grid), _grid_caption(r)) for r in results],
+                [str(p) for r in results for p in (r.explained.map_path, r.explained.overlay_path)],
+                note,
+            ]
+
+        explain.click(
+            run,
+            [session, chosen, target, layer, mask, score, curves],
+            [session, overlays, summary, plot, grids, downloads, status],
+        )
+    return app
+
+
+def _forget(state: Session) -> None:
+    """Delete the files of a session's latest results (before its next, and once it closes)."""
+    if state.output is not None:
+        shutil.rmtree(state.output, ignore_errors=True)
+
+
+def _demo_choice() -> gr.Dropdown | None:
+    """The bundled demo photos to pick from, or None without the demo extra."""
+    try:
+        paths = demo_photos()
+    except ModelError:
+        return None
+    titles = [title for _, _, title in DEMO_PHOTOS]
+    choices = [(title, str(path)) for title, path in zip(titles, paths, strict=True)]
+    return gr.Dropdown(choices, value=None, label="or a demo photo", elem_id="demo")
+
+
+def _short(error: ReciproCAMError, path: str | Path) -> str:
+    """The error's one line, naming an uploaded file by its name, not its temporary path."""
+    return str(error).replace(str(path), Path(path).name).splitlines()[0]
+
+
+def _caption(result: MethodResult) -> str:
+    target = result.explained.target
+    return f"{result.method}: {target.name} ({target.probability:.0%}), {result.seconds:.2f} s"
+
+
+def _grid_caption(result: MethodResult) -> str:
+    return f"{result.method}: {grid_text(tuple(result.grid.shape))} grid"
+
+
+def _summary(results: list[MethodResult]) -> str:
+    """A table of each method's class, probability, time and AUCs."""
+    rows = [
+        "| method | class | probability | seconds | Deletion AUC ↓ | Insertion AUC ↑ |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        deletion = "" if r.deletion is None else f"{r.deletion.auc:.4f}"
+        insertion = "" if r.insertion is None else f"{r.insertion.auc:.4f}"
+        target = r.explained.target
+        rows.append(
+            f"| {r.method} | {target.name} ({target.index}) | {target.probability:.4f}"
+            f" | {r.seconds:.3f} | {deletion} | {insertion} |"
+        )
+    return "\n".join(rows)
