@@ -17,7 +17,7 @@ statistics come from a few train-mode passes on random images:
 Results go to benchmarks/results/zoo.jsonl, one line a model, so a rerun resumes; a model that
 was started but has no result (the process died) is recorded as failed; `--again` runs the
 chosen models even if they have a result (the newest line counts). `--summary` prints the
-README's summary from the file.
+summary in docs/zoo.md from the file.
 """
 
 from __future__ import annotations
@@ -388,7 +388,7 @@ def main() -> None:
 
 
 def summary(rows: dict[tuple[str, str], dict[str, object]]) -> None:
-    """The README's summary: counts, ratios, differences, refusals, and the layer table."""
+    """The summary of docs/zoo.md: counts, ratios, differences, refusals, and the layer table."""
     print(
         "| source | models | explained | refused | failed | not built | skipped |"
         " ratio median (quartiles) | largest difference from the definition |"

@@ -21,7 +21,7 @@ from common import write_results
 from reciprocam.cli import main as reciprocam
 
 HERE = Path(__file__).resolve().parent
-# The papers' ReciproCAM rows (Drop, Inc, Del, Ins, Coher, Compl, ADCC), for the README.
+# The papers' ReciproCAM rows (Drop, Inc, Del, Ins, Coher, Compl, ADCC), for the docs table.
 PAPER = {
     "ResNet-50": (15.69, 40.54, 13.34, 55.39, 96.68, 32.90, 80.84),
     "VGG-16": (21.51, 34.86, 9.50, 46.88, 92.24, 27.48, 80.27),

@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 from reciprocam.app import binding_message, build_app, launch
-from reciprocam.app import page as page_module
-from reciprocam.app.explore import Explorer, Settings
+from reciprocam.app import explore as explore_module
+from reciprocam.app.explore import Explorer, Models, Settings
 from reciprocam.app.pictures import GRID_SIDE, curves_figure, grid_picture
-from reciprocam.errors import ImageError, LayerError
+from reciprocam.errors import ImageError, LayerError, ModelError
 from reciprocam.metrics import Deletion
 from reciprocam.photos import ExplainedPhoto, explain_photos
 from reciprocam.registry import explainer
@@ -71,7 +71,7 @@ def test_launch_loads_the_model_once_binds_to_loopback_and_prints_one_line(
         return loaded
 
     served: list[gr.Blocks] = []
-    monkeypatch.setattr(page_module, "load_model", fake_load)
+    monkeypatch.setattr(explore_module, "load_model", fake_load)
     monkeypatch.setattr(gr.Blocks, "block_thread", lambda self: served.append(self))
     launch(model="shapes_cnn", checkpoint=None, port=None)
     [app] = served
@@ -213,3 +213,21 @@ def test_the_curves_figure_has_each_methods_auc(
         for r in results
     ]
     assert len(insertion.get_lines()) == 2
+
+
+def test_models_load_once_when_chosen_and_keep_the_latest(loaded: LoadedModel) -> None:
+    def named(name: str) -> LoadedModel:
+        return LoadedModel(name, shapes_model("cnn"), loaded.preprocessing, CLASSES, True)
+
+    first, second, third = named("a"), named("b"), named("c")
+    models = Models(loaded, None, [first, second, third, loaded], torch.device("cpu"), kept=1)
+    assert models.names == [loaded.name, "a", "b", "c"]  # the page's own is not listed twice
+    assert models[""] is models[loaded.name]
+    assert models[""].loaded is loaded
+    chosen = models["a"]
+    assert chosen.loaded is first
+    assert models["a"] is chosen  # loaded once
+    assert models["b"].loaded is second
+    assert models["a"] is not chosen  # dropped for "b" (kept=1), loaded again
+    with pytest.raises(ModelError, match="unknown model 'nope'"):
+        models["nope"]

@@ -64,8 +64,14 @@ def loaded() -> LoadedModel:
 
 
 @pytest.fixture(scope="module")
-def url(loaded: LoadedModel) -> Iterator[str]:
-    app = build_app(loaded)
+def vit() -> LoadedModel:
+    preprocessing = Preprocessing(resize=SIZE, crop=SIZE, mean=MEAN, std=STD)
+    return LoadedModel("shapes_vit", shapes_model("vit"), preprocessing, CLASSES, True)
+
+
+@pytest.fixture(scope="module")
+def url(loaded: LoadedModel, vit: LoadedModel) -> Iterator[str]:
+    app = build_app(loaded, others=[vit])
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -242,6 +248,38 @@ def test_an_explanation_shows_the_librarys_own_overlay_grid_values_and_files(
     ]
     away = [u for u in requested if u and not u.startswith(("http://127.0.0.1:", "data:", "blob:"))]
     assert away == []  # nothing is fetched from the internet
+
+
+def test_another_model_is_chosen_on_the_page_and_explained_as_the_library_does(
+    open_page: Callable[[], WebDriver], vit: LoadedModel, tmp_path: Path
+) -> None:
+    path, _ = shapes_photo(tmp_path, 4)
+    driver = open_page()
+    upload(driver, path)
+    wait_status(driver, "the model sees")
+    assert complete(driver, "model", "shapes_v") == ["shapes_vit"]
+    wait_status(driver, f"{path.name}: the model sees")
+    assert "reciprocam app: shapes_vit" in driver.find_element(By.TAG_NAME, "h2").text
+    # The ViT's layers now: its blocks' token grids.
+    offered = complete(driver, "layer", "encoder.layers.encoder_layer_3.ln_1")
+    assert offered == ["encoder.layers.encoder_layer_3.ln_1 (8x8)"]
+    complete(driver, "layer", "automatic")
+    assert "explained" in explain(driver, 1)
+    with torch.no_grad():
+        x = vit.preprocessing(Image.open(path).convert("RGB"))[0][None]
+        predicted = int(vit.model(x).argmax())
+    photo, _ = library_result(vit, path, predicted, tmp_path / "library")
+    [shown] = shown_images(driver, "overlays")
+    assert np.array_equal(np.asarray(shown.convert("RGB")), np.asarray(photo.maps[0].overlay))
+    assert summary_row(driver, "vit-reciprocam")[1] == f"{CLASSES[predicted]} ({predicted})"
+    # A name that cannot load: one line, and the page keeps its model.
+    field = driver.find_element(By.CSS_SELECTOR, "#model input")
+    field.click()
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys("no_such_model", Keys.ENTER)
+    message = wait_status(driver, "no_such_model: unknown model 'no_such_model'")
+    assert "\n" not in message
+    assert "reciprocam app: shapes_vit" in driver.find_element(By.TAG_NAME, "h2").text
 
 
 def test_several_methods_side_by_side_and_a_chosen_layer(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from ..metrics import Deletion, Insertion
 from ..photos import ExplainedMap, Prediction, SkippedPhoto, explain_photos, top_predictions
 from ..registry import explainer, method_for, method_options
 from ..targets import Region, TargetSpec
-from ..zoo import LoadedModel
+from ..zoo import LoadedModel, load_model
 
 TOP = 5
 """How many of the photo's most probable classes the page offers as buttons."""
@@ -183,3 +184,52 @@ class Explorer:
             fractions = metric.pixel_counts(height, width).double() / (height * width)
             curves.append(Curve(fractions, metric.curves[0], float(auc[0])))
         return curves[0], curves[1]
+
+
+class Models:
+    """The models a page offers by name, each loaded (with its Explorer) once, when first
+    chosen: the page's own (`first`, with `checkpoint`), the `others` listed, and any name
+    `load_model` takes, with its pretrained weights. At most `kept` stay loaded besides the
+    first (the one chosen longest ago is dropped, and loaded again if chosen again)."""
+
+    def __init__(
+        self,
+        first: LoadedModel | str | None,
+        checkpoint: Path | None,
+        others: Sequence[LoadedModel | str],
+        device: torch.device,
+        kept: int = 2,
+    ) -> None:
+        loaded = (
+            first if isinstance(first, LoadedModel) else load_model(first, checkpoint=checkpoint)
+        )
+        self.device = device
+        self.kept = kept
+        self._listed = {_name(other): other for other in others if _name(other) != loaded.name}
+        self.names = [loaded.name, *self._listed]
+        self._first = Explorer(loaded, device)
+        self._loaded: dict[str, Explorer] = {}
+        self._turn = threading.Lock()
+
+    def __getitem__(self, name: str) -> Explorer:
+        """The Explorer of model `name` ("": the first); a ModelError if it cannot load."""
+        if name in ("", self.names[0]):
+            return self._first
+        with self._turn:
+            found = self._loaded.pop(name, None)
+            if found is None:
+                source = self._listed.get(name)
+                loaded = (
+                    source
+                    if isinstance(source, LoadedModel)
+                    else load_model(name, weights=None if source else "DEFAULT")
+                )
+                found = Explorer(loaded, self.device)
+                if len(self._loaded) >= self.kept:
+                    self._loaded.pop(next(iter(self._loaded)))
+            self._loaded[name] = found  # the most recently chosen last
+            return found
+
+
+def _name(model: LoadedModel | str) -> str:
+    return model if isinstance(model, str) else model.name

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -13,24 +14,29 @@ import gradio as gr
 import torch
 
 from ..demo import DEMO_PHOTOS, demo_photos
-from ..errors import ModelError, ReciproCAMError
+from ..errors import ModelError, ReciproCAMError, first_line
 from ..layout import grid_text
+from ..names import DEMO_MODEL
 from ..photos import Prediction
 from ..registry import methods
-from ..zoo import LoadedModel, load_model
-from .explore import TOP, Explorer, MethodResult, Settings
+from ..zoo import LoadedModel
+from .explore import TOP, Explorer, MethodResult, Models, Settings
 from .pictures import curves_figure, grid_picture
 
 DEFAULT = "default"
 AUTOMATIC = ""  # the layer dropdown's value for the automatic layer
+OFFLINE_MODELS = (DEMO_MODEL, "shapes_segmenter")
+"""The models every page offers besides its own: they load without a download."""
 CACHE_SECONDS = 3600
 """Gradio's copies of the pictures and files it served are deleted after about this long."""
 
 
 @dataclass(frozen=True)
 class Session:
-    """One browser session's photo, its top classes, and its latest results and their folder."""
+    """One browser session's model, photo, its top classes, and its latest results and their
+    folder."""
 
+    model: str = ""  # "" the page's first model
     photo: Path | None = None
     top: tuple[Prediction, ...] = ()
     results: tuple[MethodResult, ...] = ()
@@ -43,21 +49,29 @@ def build_app(
     *,
     checkpoint: Path | None = None,
     device: torch.device | None = None,
+    others: Sequence[LoadedModel | str] = OFFLINE_MODELS,
 ) -> gr.Blocks:
     """The page for `model`: a LoadedModel, or a name `load_model` takes (default: the offline
-    demo model) with an optional `checkpoint`; the model is loaded once, here."""
-    loaded = model if isinstance(model, LoadedModel) else load_model(model, checkpoint=checkpoint)
-    explorer = Explorer(loaded, device or torch.device("cpu"))
-    categories = [(f"{name} ({index})", index) for index, name in enumerate(loaded.categories)]
-    task = "region of a class (segmentation)" if explorer.segmenter else "class"
+    demo model) with an optional `checkpoint`, loaded once, here. The page also offers
+    `others` (loaded when first chosen) and any model name typed in, with its pretrained
+    weights (downloaded by torchvision or timm)."""
+    models = Models(model, checkpoint, others, device or torch.device("cpu"))
+    first = models[models.names[0]]
     app = gr.Blocks(
         title="reciprocam app", analytics_enabled=False, delete_cache=(600, CACHE_SECONDS)
     )
     with app:
         session = gr.State(Session(), delete_callback=_forget)
-        gr.Markdown(f"## reciprocam app: {loaded.name}\nExplain a photo's {task} with any method.")
+        heading = gr.Markdown(_heading(first))
         with gr.Row():
             with gr.Column(scale=1):
+                chosen_model = gr.Dropdown(
+                    models.names,
+                    value=models.names[0],
+                    label="Model (or type a torchvision or timm:NAME to download)",
+                    allow_custom_value=True,
+                    elem_id="model",
+                )
                 upload = gr.File(label="Photo (any image file)", elem_id="upload")
                 demo = _demo_choice()
                 preview = gr.Image(
@@ -72,7 +86,7 @@ def build_app(
                         gr.Button(visible=False, size="sm", elem_id=f"top-{i}") for i in range(TOP)
                     ]
                 target = gr.Dropdown(
-                    categories,
+                    _categories(first),
                     value=None,
                     label="Class (type to search)",
                     filterable=True,
@@ -80,7 +94,7 @@ def build_app(
                 )
                 with gr.Row():
                     layer = gr.Dropdown(
-                        [("automatic", AUTOMATIC), *explorer.layers],
+                        [("automatic", AUTOMATIC), *first.layers],
                         value=AUTOMATIC,
                         label="Target layer (grid)",
                         elem_id="layer",
@@ -109,15 +123,15 @@ def build_app(
             label="Maps (.npy) and overlays (.png)", file_count="multiple", elem_id="downloads"
         )
 
-        def choose(path: str | None, state: Session) -> list[Any]:
+        def choose(path: str | Path | None, state: Session) -> list[Any]:
             hidden = [gr.update(visible=False)] * TOP
             if not path:
                 return [state, gr.update(), gr.update(), gr.update(), *hidden]
             try:
-                image, predicted = explorer.predict(Path(path))
+                image, predicted = models[state.model].predict(Path(path))
             except ReciproCAMError as error:
                 message = _short(error, path)
-                cleared = Session(output=state.output, requests=state.requests)
+                cleared = Session(state.model, output=state.output, requests=state.requests)
                 return [cleared, None, message, gr.update(), *hidden]
             buttons = [
                 gr.update(value=f"{p.name} ({p.probability:.0%})", visible=True) for p in predicted
@@ -125,12 +139,44 @@ def build_app(
             best = predicted[0]
             note = f"{Path(path).name}: the model sees {best.name} ({best.probability:.0%})."
             chosen_state = Session(
-                Path(path), tuple(predicted), output=state.output, requests=state.requests
+                state.model,
+                Path(path),
+                tuple(predicted),
+                output=state.output,
+                requests=state.requests,
             )
             padding = hidden[len(buttons) :]
             return [chosen_state, image, note, gr.update(value=best.index), *buttons, *padding]
 
         photo_outputs = [session, preview, status, target, *top]
+
+        def switch(name: str, state: Session) -> list[Any]:
+            """Another model: its classes and layers, and the photo's top classes under it."""
+            try:
+                explorer = models[name]
+            except ReciproCAMError as error:
+                kept = gr.update(value=state.model or models.names[0])
+                unchanged = [gr.update()] * (3 + TOP)
+                return [kept, state, *unchanged[:2], f"{name}: {first_line(error)}", *unchanged[2:]]
+            _forget(state)
+            fresh = Session(name, requests=state.requests)
+            moved, _, note, _, *buttons = choose(state.photo, fresh)
+            best = moved.top[0].index if moved.top else None
+            return [
+                gr.update(),
+                moved,
+                _heading(explorer),
+                gr.update(choices=[("automatic", AUTOMATIC), *explorer.layers], value=AUTOMATIC),
+                note if moved.photo else f"Now explaining with {name}.",
+                gr.update(choices=_categories(explorer), value=best),
+                *buttons,
+            ]
+
+        chosen_model.input(
+            switch,
+            [chosen_model, session],
+            [chosen_model, session, heading, layer, status, target, *top],
+        )
         upload.change(choose, [upload, session], photo_outputs)
         if demo is not None:
             demo.change(choose, [demo, session], photo_outputs)
@@ -164,7 +210,10 @@ def build_app(
             results, failures = [], []
             for name in names:
                 try:
-                    results.append(explorer.explain(state.photo, name, index, settings, output))
+                    explained = models[state.model].explain(
+                        state.photo, name, index, settings, output
+                    )
+                    results.append(explained)
                 except ReciproCAMError as error:
                     failures.append(f"{name}: {_short(error, state.photo)}")
             count = state.requests + 1
@@ -192,6 +241,16 @@ def build_app(
             [session, overlays, summary, plot, grids, downloads, status],
         )
     return app
+
+
+def _heading(explorer: Explorer) -> str:
+    task = "region of a class (segmentation)" if explorer.segmenter else "class"
+    return f"## reciprocam app: {explorer.loaded.name}\nExplain a photo's {task} with any method."
+
+
+def _categories(explorer: Explorer) -> list[tuple[str, int]]:
+    """The class dropdown's choices: each class by name and index."""
+    return [(f"{name} ({index})", index) for index, name in enumerate(explorer.loaded.categories)]
 
 
 def _forget(state: Session) -> None:
