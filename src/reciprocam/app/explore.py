@@ -24,10 +24,16 @@ from ..photos import ExplainedMap, Prediction, SkippedPhoto, explain_photos, top
 from ..registry import explainer, method_for, method_options
 from ..targets import Region, TargetSpec
 from ..zoo import LoadedModel, load_model
+from .loaded import LoadedOnce
 
 TOP = 5
 """How many of the photo's most probable classes the page offers as buttons."""
 _CACHED_EXPLAINERS = 32  # explainers kept (with their resolved layers), the oldest dropped first
+
+
+def class_choices(categories: Sequence[str]) -> list[tuple[str, int]]:
+    """A class dropdown's choices: each class by name and index ("tabby (281)")."""
+    return [(f"{name} ({index})", index) for index, name in enumerate(categories)]
 
 
 @dataclass(frozen=True)
@@ -186,11 +192,11 @@ class Explorer:
         return curves[0], curves[1]
 
 
-class Models:
+class Models(LoadedOnce[Explorer]):
     """The models a page offers by name, each loaded (with its Explorer) once, when first
-    chosen: the page's own (`first`, with `checkpoint`), the `others` listed, and any name
-    `load_model` takes, with its pretrained weights. At most `kept` stay loaded besides the
-    first (the one chosen longest ago is dropped, and loaded again if chosen again)."""
+    chosen: the page's own (`first`, with `checkpoint`, loaded now), the `others` listed, and
+    any name `load_model` takes, with its pretrained weights. At most `kept` stay loaded
+    besides the first."""
 
     def __init__(
         self,
@@ -203,32 +209,21 @@ class Models:
         loaded = (
             first if isinstance(first, LoadedModel) else load_model(first, checkpoint=checkpoint)
         )
-        self.device = device
-        self.kept = kept
-        self._listed = {_name(other): other for other in others if _name(other) != loaded.name}
-        self.names = [loaded.name, *self._listed]
-        self._first = Explorer(loaded, device)
-        self._loaded: dict[str, Explorer] = {}
-        self._turn = threading.Lock()
+        listed = {_name(other): other for other in others if _name(other) != loaded.name}
+        self.names = [loaded.name, *listed]
+
+        def load(name: str) -> Explorer:
+            source = listed.get(name)
+            if isinstance(source, LoadedModel):
+                return Explorer(source, device)
+            return Explorer(load_model(name, weights=None if source else "DEFAULT"), device)
+
+        first_explorer = Explorer(loaded, device)
+        super().__init__(load, kept=kept, permanent={loaded.name: first_explorer})
 
     def __getitem__(self, name: str) -> Explorer:
         """The Explorer of model `name` ("": the first); a ModelError if it cannot load."""
-        if name in ("", self.names[0]):
-            return self._first
-        with self._turn:
-            found = self._loaded.pop(name, None)
-            if found is None:
-                source = self._listed.get(name)
-                loaded = (
-                    source
-                    if isinstance(source, LoadedModel)
-                    else load_model(name, weights=None if source else "DEFAULT")
-                )
-                found = Explorer(loaded, self.device)
-                if len(self._loaded) >= self.kept:
-                    self._loaded.pop(next(iter(self._loaded)))
-            self._loaded[name] = found  # the most recently chosen last
-            return found
+        return super().__getitem__(name or self.names[0])
 
 
 def _name(model: LoadedModel | str) -> str:

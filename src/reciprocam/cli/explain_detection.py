@@ -1,11 +1,8 @@
 """`reciprocam explain --task detection PHOTO...`: one map per detected (or given) box.
 
-For each photo, into --output: `<stem>_detections.png` (the photo with the explained boxes),
-`<stem>_<method>_box<i>.png` (each box's overlay), `<stem>_<method>_grid.png` (all of them),
-`<stem>_<method>.npy` (the (T, H, W) maps, float32 in [0, 1] at the photo's size) and
-`<stem>_<method>_boxes.json` (each map's label, name, score and box, in the maps' order; the
-file `--boxes` reads). A photo with no detection above --threshold is reported, and nothing is
-written for it.
+For each photo, into --output, the files of `reciprocam.detection.files`: the photo with the
+explained boxes, each box's overlay, a grid of them, the maps (.npy) and the boxes (.json). A
+photo with no detection above --threshold is reported, and nothing is written for it.
 """
 
 from __future__ import annotations
@@ -14,21 +11,17 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from functools import partial
 from pathlib import Path
 
-import torch
 import torchvision.transforms.functional as TF
-from PIL import Image
 
-from ..detection import DetectionExplanation
 from ..detection.boxes import BoxSpec
+from ..detection.files import write_detection_files
 from ..errors import ImageError, InputError, OptionError, TargetError
-from ..files import make_folder, write_atomically
+from ..files import make_folder
 from ..images import find_images, load_image
-from ..photos import category_name, class_index, save_array, save_png
+from ..photos import class_index
 from ..registry import detection_explainer
-from ..visualize import Panel, draw_boxes, overlay, save_grid
 from ..zoo.detectors import SHAPES_DETECTOR, load_detector
 from .common import device_from, note_if_random
 
@@ -91,11 +84,18 @@ def run(arguments: argparse.Namespace, sources: Sequence[Path]) -> int:
             print(f"{path.name}: {str(error).split(': lower')[0]}; nothing written")
             continue
         written += 1
-        grid = write_photo(path, image, explanation, arguments, loaded.categories)
-        names = ", ".join(
-            f"{category_name(int(label), loaded.categories)} {float(score):.2f}"
-            for label, score in zip(explanation.labels, explanation.scores, strict=True)
+        written_files = write_detection_files(
+            path,
+            image,
+            explanation,
+            arguments.output,
+            arguments.method,
+            loaded.categories,
+            colormap=arguments.colormap,
+            alpha=arguments.alpha,
         )
+        grid = written_files.grid
+        names = ", ".join(written_files.captions)
         print(f"{path.name}: {explanation.labels.numel()} boxes ({names}) -> {grid}")
     print(
         f"explained the boxes of {written} of {len(paths)} images with {arguments.method}"
@@ -129,55 +129,3 @@ def read_boxes(path: Path, categories: Sequence[str]) -> dict[str, BoxSpec]:
                 f'{path}: each box must be {{"label": index or name, "box": [x1, y1, x2, y2]}}'
             ) from None
     return boxes
-
-
-def write_photo(
-    path: Path,
-    image: Image.Image,
-    explanation: DetectionExplanation,
-    arguments: argparse.Namespace,
-    categories: Sequence[str],
-) -> Path:
-    """Write the photo's files (the module docstring); return the grid's path."""
-    output: Path = arguments.output
-    stem = f"{path.stem}_{arguments.method}"
-    boxes = explanation.boxes.tolist()
-    captions = [
-        _caption(int(label), float(score), categories)
-        for label, score in zip(explanation.labels, explanation.scores, strict=True)
-    ]
-    detections = draw_boxes(image, boxes, captions)
-    write_atomically(output / f"{path.stem}_detections.png", partial(save_png, detections))
-    panels = []
-    for index, (saliency, box, caption) in enumerate(
-        zip(explanation.maps, boxes, captions, strict=True)
-    ):
-        picture = overlay(image, saliency, colormap=arguments.colormap, alpha=arguments.alpha)
-        picture = draw_boxes(picture, [box], [caption], scale=picture.width / image.width)
-        write_atomically(output / f"{stem}_box{index}.png", partial(save_png, picture))
-        panels.append(Panel(draw_boxes(image, [box], [""]), picture, caption, arguments.method))
-    grid = output / f"{stem}_grid.png"
-    save_grid(panels, grid, columns=min(2, len(panels)), heading=path.name)
-    maps = explanation.maps.float().cpu().numpy()
-    write_atomically(output / f"{stem}.npy", partial(save_array, maps))
-    rows = [
-        {"label": int(label), "name": category_name(int(label), categories), "score": _score(score),
-         "box": box}
-        for label, score, box in zip(explanation.labels, explanation.scores, boxes, strict=True)
-    ]  # fmt: skip
-    write_atomically(output / f"{stem}_boxes.json", partial(_write_json, rows))
-    return grid
-
-
-def _write_json(rows: list[dict[str, object]], path: Path) -> None:
-    path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
-
-
-def _score(score: torch.Tensor) -> float | None:
-    value = float(score)
-    return None if value != value else round(value, 4)  # NaN: a given box
-
-
-def _caption(label: int, score: float, categories: Sequence[str]) -> str:
-    name = category_name(label, categories)
-    return name if score != score else f"{name} {score:.2f}"

@@ -14,28 +14,17 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
-import numpy as np
-import torch
-from PIL import Image
-
+from ..clip_inputs import file_stem, read_clip_input, write_clip_map
 from ..clips import (
     VIDEO_SUFFIXES,
     is_volume,
-    montage,
-    read_video,
-    read_volume,
-    sample_clip,
-    write_animation,
 )
-from ..errors import InputError, OptionError
-from ..files import make_folder, writable_folder, write_atomically
-from ..photos import category_name, save_array, save_png, top_predictions, unique_stem
-from ..visualize import crop_to_box
-from ..zoo.video import LoadedClipModel, load_video_model, video_model_names
+from ..errors import OptionError
+from ..files import make_folder, writable_folder
+from ..photos import category_name, top_predictions, unique_stem
+from ..zoo.video import load_video_model, video_model_names
 from .common import (
     chosen_classes,
     classification_target,
@@ -52,17 +41,6 @@ _NOT_FOR_CLIPS = (
     ("--threshold", "threshold"),
     ("--image-size", "image_size"),
 )
-
-
-@dataclass(frozen=True)
-class _Input:
-    """A file read for the model: its input tensor, and what its picture is drawn from."""
-
-    path: Path
-    tensor: torch.Tensor  # (C, T, H, W) or (C, D, H, W)
-    frames: np.ndarray | None  # a video's (T, h, w, 3) frames as the model sees them
-    fps: float  # the animation's rate, so that it lasts as long as the video
-    volume: np.ndarray | None  # a volume as read, for its montage
 
 
 def takes(sources: Sequence[Path]) -> bool:
@@ -90,7 +68,7 @@ def run(arguments: argparse.Namespace, sources: Sequence[Path]) -> int:
         )
     writable_folder(arguments.output)  # before loading the model, so a bad --output fails fast
     loaded = load_video_model(arguments.model, arguments.weights, arguments.checkpoint)
-    inputs = [_read(path, loaded) for path in sources]
+    inputs = [read_clip_input(path, loaded) for path in sources]
     note_if_random(loaded.name, loaded.pretrained)
     target = classification_target(arguments.top, chosen_classes(arguments, loaded.categories))
     device = device_from(arguments)
@@ -104,12 +82,19 @@ def run(arguments: argparse.Namespace, sources: Sequence[Path]) -> int:
             assert bound is not None  # every explainer binds its target
             maps = explanation.maps[0] if bound.stacked else explanation.maps
             scores = explanation.target_probabilities[0]
-            stem = unique_stem(f"{_stem(item.path)}_{arguments.method}", used)
+            stem = unique_stem(f"{file_stem(item.path)}_{arguments.method}", used)
             written = []
             for index, saliency in enumerate(maps.float().cpu()):
                 chosen = int(bound.indices[0, index])
                 name = f"{stem}_{chosen}" if bound.stacked else stem
-                picture = _write(item, saliency, arguments.output / name, arguments)
+                picture = write_clip_map(
+                    item,
+                    saliency,
+                    arguments.output / name,
+                    animation=arguments.animation or "gif",
+                    colormap=arguments.colormap,
+                    alpha=arguments.alpha,
+                )
                 written.append(
                     f"map of '{category_name(chosen, loaded.categories)}'"
                     f" ({float(scores[index]):.1%}) -> {picture}"
@@ -123,52 +108,3 @@ def run(arguments: argparse.Namespace, sources: Sequence[Path]) -> int:
         f" {arguments.method}{layer} into {arguments.output}"
     )
     return 0
-
-
-def _stem(path: Path) -> str:
-    """The name without its suffix, both of a .nii.gz."""
-    return path.name[: -len(".nii.gz")] if path.name.lower().endswith(".nii.gz") else path.stem
-
-
-def _read(path: Path, loaded: LoadedClipModel) -> _Input:
-    """A video's clip, preprocessed, or a volume with its channel axis, checked to fit."""
-    if is_volume(path):
-        volume = read_volume(path)
-        channels = volume if volume.ndim == 4 else volume[None]
-        if len(channels) != loaded.channels:
-            count = f"{len(channels)} channel" + ("s" if len(channels) > 1 else "")
-            raise InputError(
-                f"{path}: a volume of shape {volume.shape} has {count};"
-                f" {loaded.name} takes {loaded.channels}-channel volumes,"
-                + (" (D, H, W)" if loaded.channels == 1 else f" ({loaded.channels}, D, H, W)")
-            )
-        return _Input(path, loaded.volume_input(channels), None, 0.0, volume)
-    if loaded.frames is None:
-        raise InputError(
-            f"{path}: {loaded.name} takes {loaded.channels}-channel volumes (.npy, .nii), not"
-            " videos; explain a video with a video model (e.g. --model r3d_18)"
-        )
-    video, fps = read_video(path)
-    clip = sample_clip(video, loaded.frames, source=path, model=loaded.name)
-    photos = [Image.fromarray(frame) for frame in clip]
-    tensors, boxes = zip(*(loaded.preprocessing(photo) for photo in photos), strict=True)
-    shown = np.stack([np.asarray(crop_to_box(photo, boxes[0])) for photo in photos])
-    tensor = torch.stack(tensors, dim=1)  # (3, T, H, W): channels, then time
-    return _Input(path, tensor, shown, fps * len(clip) / len(video), None)
-
-
-def _write(item: _Input, saliency: torch.Tensor, base: Path, arguments: argparse.Namespace) -> Path:
-    """Write `base`.npy (the map) and its picture (an animation or a montage); its path."""
-    colormap, alpha = arguments.colormap, arguments.alpha
-    if item.frames is not None:
-        picture = base.with_name(f"{base.name}.{arguments.animation or 'gif'}")
-        write_animation(
-            item.frames, saliency, picture, fps=item.fps, colormap=colormap, alpha=alpha
-        )
-    else:
-        assert item.volume is not None  # an input is a video or a volume
-        picture = base.with_name(f"{base.name}.png")
-        sliced = montage(item.volume, saliency, colormap=colormap, alpha=alpha)
-        write_atomically(picture, partial(save_png, sliced))
-    write_atomically(base.with_name(f"{base.name}.npy"), partial(save_array, saliency.numpy()))
-    return picture
