@@ -15,6 +15,7 @@ from PIL import Image
 from reciprocam.app import binding_message, build_app, launch
 from reciprocam.app import explore as explore_module
 from reciprocam.app.explore import Explorer, Models, Settings
+from reciprocam.app.loaded import LoadedOnce
 from reciprocam.app.pictures import GRID_SIDE, curves_figure, grid_picture
 from reciprocam.errors import ImageError, LayerError, ModelError
 from reciprocam.metrics import Deletion
@@ -168,9 +169,10 @@ def test_options_reach_the_methods_that_take_them(
     assert result.grid.shape == (16, 16)
     assert result.deletion is None
     assert result.insertion is None
-    built = explorer._explainer("reciprocam", settings)
+    key = ("reciprocam", settings.layer, settings.mask, settings.score)
+    built = explorer._explainers[key]
     assert (built.mask, built.score) == ("gaussian", "logit")  # type: ignore[attr-defined]
-    assert explorer._explainer("reciprocam", settings) is built  # built once, then reused
+    assert explorer._explainers[key] is built  # built once, then reused
     gradcam = explorer.explain(path, "gradcam", label, settings, tmp_path)  # no mask or score
     assert gradcam.grid.shape == (16, 16)
     with pytest.raises(LayerError, match="bypassed"):
@@ -231,3 +233,17 @@ def test_models_load_once_when_chosen_and_keep_the_latest(loaded: LoadedModel) -
     assert models["a"] is not chosen  # dropped for "b" (kept=1), loaded again
     with pytest.raises(ModelError, match="unknown model 'nope'"):
         models["nope"]
+
+
+def test_what_is_dropped_from_a_full_cache_is_handed_over_to_close() -> None:
+    loads: list[str] = []
+    dropped: list[str] = []
+
+    def load(key: str) -> str:
+        loads.append(key)
+        return key.upper()
+
+    cache = LoadedOnce(load, kept=2, permanent={"p": None}, drop=dropped.append)
+    assert [cache[k] for k in ("a", "b", "a", "c", "p", "p")] == ["A", "B", "A", "C", "P", "P"]
+    assert loads == ["a", "b", "c", "p"]  # each once; "p" when first asked for
+    assert dropped == ["B"]  # "a" was asked for after "b", so "b" went first

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from ._model import class_probabilities
 from .errors import ImageError, TargetError
 from .explainer import Explanation, Targets
 from .files import write_atomically
@@ -164,13 +165,20 @@ def explain_photos(
 def top_predictions(
     explanation: Explanation, top: int, categories: Sequence[str]
 ) -> list[Prediction]:
-    """The top classes: by probability, or for a segmenter by their share of the pixels."""
-    if explanation.logits.ndim > 2:
-        predicted = explanation.predictions[0].flatten()
-        classes = explanation.logits.shape[1]
-        shares = torch.bincount(predicted, minlength=classes).float() / predicted.numel()
+    """The explained image's top classes (`top_classes` of its logits)."""
+    return top_classes(explanation.logits, top, categories, multilabel=explanation.multilabel)
+
+
+def top_classes(
+    logits: Tensor, top: int, categories: Sequence[str], *, multilabel: bool = False
+) -> list[Prediction]:
+    """The top classes of one image's (1, N) logits, by probability (`class_probabilities`), or
+    of a segmenter's (1, N, H, W) by their share of the pixels."""
+    if logits.ndim > 2:
+        predicted = logits.argmax(dim=1)[0].flatten()
+        shares = torch.bincount(predicted, minlength=logits.shape[1]).float() / predicted.numel()
     else:
-        shares = explanation.probabilities[0].float()
+        shares = class_probabilities(logits, multilabel)[0].float()
     values, indices = shares.cpu().topk(min(top, shares.numel()))
     return [_prediction(int(i), float(v), categories) for v, i in zip(values, indices, strict=True)]
 

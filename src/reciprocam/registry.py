@@ -120,6 +120,14 @@ def method_for(name: str, model: nn.Module) -> str:
     return key
 
 
+def mask_name(mask: str, method: str) -> str:
+    """A mask as `method` spells it: "pixel" (ReciproCAM) and "token" (ViT-ReciproCAM) are one
+    mask, one position kept per copy."""
+    if mask in ("pixel", "token"):
+        return "token" if method == "vit-reciprocam" else "pixel"
+    return mask
+
+
 def method_options(name: str) -> list[str]:
     """The keyword options of method `name`."""
     return _keyword_options(_METHODS[_classification_name(name)])

@@ -5,7 +5,6 @@ slices, its top classes, and the .npy map, written by the command's own code."""
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 import threading
 import time
@@ -20,8 +19,8 @@ from .._model import model_output
 from ..clip_inputs import file_stem, read_clip_input, write_clip_map
 from ..clips import VIDEO_SUFFIXES, VOLUME_SUFFIXES
 from ..errors import ReciproCAMError
-from ..explainer import Explainer, Explanation
-from ..photos import Prediction, category_name, top_predictions
+from ..explainer import Explainer
+from ..photos import Prediction, category_name, top_classes, top_predictions
 from ..registry import explainer, methods
 from ..zoo.video import (
     CLIP_LENGTHS,
@@ -32,6 +31,7 @@ from ..zoo.video import (
 )
 from .explore import TOP, class_choices
 from .loaded import LoadedOnce
+from .sessions import class_buttons, forget, one_line
 
 MODELS = (SHAPES_VIDEO, SHAPES_VOLUME, *CLIP_LENGTHS)
 """The tab's models: the Shapes ones (offline, trained) first, then torchvision's (their
@@ -76,7 +76,11 @@ class ClipModel:
         self.loaded = loaded
         self.device = device
         loaded.model.to(device)
-        self._explainers: dict[str, Explainer] = {}
+        self._explainers: LoadedOnce[str, Explainer] = LoadedOnce(
+            lambda method: explainer(method, loaded.model),
+            kept=_CACHED_EXPLAINERS,
+            drop=Explainer.close,
+        )
         self._turn = threading.Lock()
 
     def predict(self, path: Path) -> list[Prediction]:
@@ -85,9 +89,7 @@ class ClipModel:
         x = item.tensor[None].to(self.device)
         with self._turn, torch.inference_mode():
             logits = model_output(self.loaded.model, x)
-        # top_predictions reads only the logits of an explanation.
-        unexplained = Explanation(maps=logits[:0], targets=logits[:0], logits=logits)
-        return top_predictions(unexplained, TOP, self.loaded.categories)
+        return top_classes(logits, TOP, self.loaded.categories)
 
     def explain(self, path: Path, method: str, index: int, output: Path) -> ClipResult:
         """Explain class `index` of the file with `method`, writing its map and picture into
@@ -95,7 +97,7 @@ class ClipModel:
         item = read_clip_input(path, self.loaded)
         x = item.tensor[None].to(self.device)
         with self._turn:
-            found = self._explainer(method)
+            found = self._explainers[method]
             start = time.perf_counter()
             explanation = found.explain(x, index)
             seconds = time.perf_counter() - start
@@ -116,17 +118,8 @@ class ClipModel:
             base.with_name(f"{base.name}.npy"),
         )
 
-    def _explainer(self, method: str) -> Explainer:
-        found = self._explainers.pop(method, None)
-        if found is None:
-            if len(self._explainers) >= _CACHED_EXPLAINERS:
-                self._explainers.pop(next(iter(self._explainers))).close()
-            found = explainer(method, self.loaded.model)
-        self._explainers[method] = found  # the most recently used last
-        return found
 
-
-def clip_models(device: torch.device, kept: int = 2) -> LoadedOnce[ClipModel]:
+def clip_models(device: torch.device, kept: int = 2) -> LoadedOnce[str, ClipModel]:
     """The tab's models by name, each loaded once, when first chosen: the Shapes ones with
     their shipped weights, torchvision's with their pretrained ones; `kept` stay loaded."""
 
@@ -147,22 +140,20 @@ class ClipTab:
     def choose(self, path: str | Path | None, state: ClipSession) -> list[Any]:
         """A file uploaded (or cleared): its top classes under the session's model.
         Outputs: session, status, class dropdown, the TOP buttons."""
-        hidden = [gr.update(visible=False)] * TOP
         kept = ClipSession(state.model, output=state.output, requests=state.requests)
         if not path:
-            return [kept, "Upload a video or a volume.", gr.update(value=None), *hidden]
+            return [kept, "Upload a video or a volume.", gr.update(value=None), *class_buttons()]
         path = Path(path)
         try:
             model = self.models[state.model]
             top = model.predict(path)
         except (ReciproCAMError, RuntimeError) as error:  # RuntimeError: the model's own
-            return [kept, _one_line(error, path), gr.update(value=None), *hidden]
-        buttons = [gr.update(value=f"{p.name} ({p.probability:.0%})", visible=True) for p in top]
+            return [kept, one_line(error, path), gr.update(value=None), *class_buttons()]
         best = top[0]
         note = f"{path.name}: {state.model} sees {best.name} ({best.probability:.0%})."
         chosen = replace(kept, path=path, top=tuple(top))
         classes = gr.update(choices=class_choices(model.loaded.categories), value=best.index)
-        return [chosen, note, classes, *buttons, *hidden[len(buttons) :]]
+        return [chosen, note, classes, *class_buttons(top)]
 
     def switch(self, name: str, state: ClipSession) -> list[Any]:
         """Another model: its classes, and the file's top classes under it. A name that cannot
@@ -172,7 +163,7 @@ class ClipTab:
             model = self.models[name]
         except ReciproCAMError as error:
             unchanged = [gr.update()] * (1 + TOP)
-            return [gr.update(value=state.model), state, _one_line(error), *unchanged]
+            return [gr.update(value=state.model), state, one_line(error), *unchanged]
         moved, note, _, *buttons = self.choose(state.path, replace(state, model=name))
         if moved.path is None and state.path is None:
             note = f"Now explaining with {name}: upload a video or a volume."
@@ -194,7 +185,7 @@ class ClipTab:
         try:
             result = self.models[state.model].explain(state.path, method, int(index), output)
         except (ReciproCAMError, RuntimeError) as error:  # no stale results beside the message
-            return [done, None, "", [], f"Request {count}: {_one_line(error, state.path)}"]
+            return [done, None, "", [], f"Request {count}: {one_line(error, state.path)}"]
         note = (
             f"Request {count}: explained {result.target.name} with {method}"
             f" in {result.seconds:.2f} s."
@@ -269,18 +260,6 @@ def build(device: torch.device) -> None:
     explain.click(
         tab.explain, [session, method, target], [session, picture, result, downloads, status]
     )
-
-
-def forget(state: ClipSession) -> None:
-    """Delete the files of a session's latest result (before its next, and once it closes)."""
-    if state.output is not None:
-        shutil.rmtree(state.output, ignore_errors=True)
-
-
-def _one_line(error: Exception, path: Path | None = None) -> str:
-    """The error's first line, naming an uploaded file by its name, not its temporary path."""
-    text = str(error) if path is None else str(error).replace(str(path), path.name)
-    return (text.splitlines() or [type(error).__name__])[0]
 
 
 def _summary(result: ClipResult) -> str:

@@ -27,6 +27,7 @@ from ..images import load_image
 from ..registry import detection_explainer, detection_methods
 from ..zoo.detectors import SHAPES_DETECTOR, LoadedDetector, detector_names, load_detector
 from .loaded import LoadedOnce
+from .sessions import forget, one_line
 
 DEFAULT_METHOD = "reciprocam"
 DEFAULT_THRESHOLD = 0.5
@@ -63,7 +64,7 @@ class _Detector:
         self.turn = threading.Lock()
 
 
-class Detectors(LoadedOnce[_Detector]):
+class Detectors(LoadedOnce[str, _Detector]):
     """The detectors the tab offers, each loaded when first chosen (torchvision's with their
     pretrained weights, downloaded); the Shapes detector stays loaded, and at most `kept`
     others (the one chosen longest ago is dropped first)."""
@@ -178,7 +179,7 @@ def check_photo(path: str | None) -> str:
     try:
         image = load_image(path)
     except ReciproCAMError as error:
-        return _short(error, path)
+        return one_line(error, path)
     return f"{Path(path).name}: {image.width} x {image.height} pixels; click Explain."
 
 
@@ -203,7 +204,7 @@ def explain_request(
         result = detectors.explain(Path(path), name, method, float(threshold), output)
     except ReciproCAMError as error:
         shutil.rmtree(output, ignore_errors=True)
-        message = _short(error, path)
+        message = one_line(error, path)
         if isinstance(error, TargetError):
             message = f"{message.split(': lower')[0]}; lower the threshold"
         cleared = DetectionSession(None, count)
@@ -233,14 +234,3 @@ def boxes_table(rows: tuple[dict[str, Any], ...]) -> str:
         corners = " | ".join(f"{value:.1f}" for value in row["box"])
         lines.append(f"| {index} | {row['name']} ({row['label']}) | {score} | {corners} |")
     return "\n".join(lines)
-
-
-def forget(state: DetectionSession) -> None:
-    """Delete the files of a session's latest results (before its next, and once it closes)."""
-    if state.output is not None:
-        shutil.rmtree(state.output, ignore_errors=True)
-
-
-def _short(error: ReciproCAMError, path: str | Path) -> str:
-    """The error's one line, naming an uploaded file by its name, not its temporary path."""
-    return str(error).replace(str(path), Path(path).name).splitlines()[0]

@@ -20,14 +20,14 @@ from ..images import load_image
 from ..layers import spatial_layers
 from ..layout import grid_text
 from ..metrics import Deletion, Insertion
-from ..photos import ExplainedMap, Prediction, SkippedPhoto, explain_photos, top_predictions
-from ..registry import explainer, method_for, method_options
+from ..photos import ExplainedMap, Prediction, SkippedPhoto, explain_photos, top_classes
+from ..registry import explainer, mask_name, method_for, method_options
 from ..targets import Region, TargetSpec
 from ..zoo import LoadedModel, load_model
 from .loaded import LoadedOnce
 
 TOP = 5
-"""How many of the photo's most probable classes the page offers as buttons."""
+"""How many of an input's most probable classes the page offers as buttons."""
 _CACHED_EXPLAINERS = 32  # explainers kept (with their resolved layers), the oldest dropped first
 
 
@@ -109,7 +109,9 @@ class Explorer:
         ]
         with torch.inference_mode():
             self.segmenter = model_output(loaded.model, blank).ndim > 2
-        self._explainers: dict[tuple[str | None, ...], Explainer] = {}
+        self._explainers = LoadedOnce(
+            self._explainer, kept=_CACHED_EXPLAINERS, drop=Explainer.close
+        )
         self._turn = threading.Lock()
 
     def predict(self, path: Path) -> tuple[Image.Image, list[Prediction]]:
@@ -118,9 +120,7 @@ class Explorer:
         x = self.loaded.preprocessing(image)[0][None].to(self.device)
         with self._turn, torch.inference_mode():
             logits = model_output(self.loaded.model, x)
-        # top_predictions reads only the logits of an explanation.
-        unexplained = Explanation(maps=logits[:0], targets=logits[:0], logits=logits)
-        return image, top_predictions(unexplained, TOP, self.loaded.categories)
+        return image, top_classes(logits, TOP, self.loaded.categories)
 
     def target(self, index: int) -> TargetSpec:
         """Class `index`; for a segmenter, the region of the pixels it gives the class."""
@@ -139,7 +139,8 @@ class Explorer:
     def _explain(
         self, path: Path, name: str, index: int, settings: Settings, output: Path
     ) -> MethodResult:
-        recording = _Recording(self._explainer(name, settings))
+        key = (name, settings.layer, settings.mask, settings.score)
+        recording = _Recording(self._explainers[key])
         [photo] = explain_photos(
             [path],
             recording,
@@ -162,24 +163,18 @@ class Explorer:
             name, photo.maps[0], recording.grid[0].cpu(), recording.seconds, deletion, insertion
         )
 
-    def _explainer(self, name: str, settings: Settings) -> Explainer:
-        key = (name, settings.layer, settings.mask, settings.score)
-        found = self._explainers.get(key)
-        if found is None:
-            if len(self._explainers) >= _CACHED_EXPLAINERS:
-                self._explainers.pop(next(iter(self._explainers))).close()
-            accepted = method_options(name)
-            # One position is "pixel" to ReciproCAM and "token" to ViT-ReciproCAM (as --mask).
-            token = name == "vit-reciprocam" and settings.mask == "pixel"
-            given = {
-                "mask": "token" if token else settings.mask,
-                "score": settings.score,
-                "progress": False,
-            }
-            options = {k: v for k, v in given.items() if v is not None and k in accepted}
-            found = explainer(name, self.loaded.model, settings.layer, upsample=False, **options)
-            self._explainers[key] = found
-        return found
+    def _explainer(self, key: tuple[str, str | None, str | None, str | None]) -> Explainer:
+        """The explainer of (method, layer, mask, score), each option given only where the
+        method takes it."""
+        name, layer, mask, score = key
+        accepted = method_options(name)
+        given = {
+            "mask": None if mask is None else mask_name(mask, name),
+            "score": score,
+            "progress": False,
+        }
+        options = {k: v for k, v in given.items() if v is not None and k in accepted}
+        return explainer(name, self.loaded.model, layer, upsample=False, **options)
 
     def _curves(self, x: Tensor, explanation: Explanation) -> tuple[Curve, Curve]:
         """The photo's Deletion and Insertion curves (RISE's protocol) and their AUCs."""
@@ -192,7 +187,7 @@ class Explorer:
         return curves[0], curves[1]
 
 
-class Models(LoadedOnce[Explorer]):
+class Models(LoadedOnce[str, Explorer]):
     """The models a page offers by name, each loaded (with its Explorer) once, when first
     chosen: the page's own (`first`, with `checkpoint`, loaded now), the `others` listed, and
     any name `load_model` takes, with its pretrained weights. At most `kept` stay loaded

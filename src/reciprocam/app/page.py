@@ -5,7 +5,6 @@ gr.State)."""
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -25,6 +24,7 @@ from ..zoo import LoadedModel
 from . import clip_tab, detection_tab
 from .explore import TOP, Explorer, MethodResult, Models, Settings, class_choices
 from .pictures import curves_figure, grid_picture
+from .sessions import class_buttons, forget, one_line
 
 DEFAULT = "default"
 AUTOMATIC = ""  # the layer dropdown's value for the automatic layer
@@ -66,7 +66,7 @@ def build_app(
     )
     with app:
         with gr.Tab("Photos: classes and segmentation regions"):
-            session = gr.State(Session(), delete_callback=_forget)
+            session = gr.State(Session(), delete_callback=forget)
             heading = gr.Markdown(_heading(first))
             with gr.Row():
                 with gr.Column(scale=1):
@@ -130,19 +130,14 @@ def build_app(
             )
 
             def choose(path: str | Path | None, state: Session) -> list[Any]:
-                hidden = [gr.update(visible=False)] * TOP
                 if not path:
-                    return [state, gr.update(), gr.update(), gr.update(), *hidden]
+                    return [state, gr.update(), gr.update(), gr.update(), *class_buttons()]
                 try:
                     image, predicted = models[state.model].predict(Path(path))
                 except ReciproCAMError as error:
-                    message = _short(error, path)
+                    message = one_line(error, path)
                     cleared = Session(state.model, output=state.output, requests=state.requests)
-                    return [cleared, None, message, gr.update(), *hidden]
-                buttons = [
-                    gr.update(value=f"{p.name} ({p.probability:.0%})", visible=True)
-                    for p in predicted
-                ]
+                    return [cleared, None, message, gr.update(), *class_buttons()]
                 best = predicted[0]
                 note = f"{Path(path).name}: the model sees {best.name} ({best.probability:.0%})."
                 chosen_state = Session(
@@ -152,8 +147,8 @@ def build_app(
                     output=state.output,
                     requests=state.requests,
                 )
-                padding = hidden[len(buttons) :]
-                return [chosen_state, image, note, gr.update(value=best.index), *buttons, *padding]
+                best_class = gr.update(value=best.index)
+                return [chosen_state, image, note, best_class, *class_buttons(predicted)]
 
             photo_outputs = [session, preview, status, target, *top]
 
@@ -171,7 +166,7 @@ def build_app(
                         f"{name}: {first_line(error)}",
                         *unchanged[2:],
                     ]
-                _forget(state)
+                forget(state)
                 fresh = Session(name, requests=state.requests)
                 moved, _, note, _, *buttons = choose(state.photo, fresh)
                 best = moved.top[0].index if moved.top else None
@@ -220,7 +215,7 @@ def build_app(
                     None if score_name == DEFAULT else score_name,
                     with_curves,
                 )
-                _forget(state)
+                forget(state)
                 output = Path(tempfile.mkdtemp(prefix="reciprocam-app-"))
                 results, failures = [], []
                 for name in names:
@@ -230,7 +225,7 @@ def build_app(
                         )
                         results.append(explained)
                     except ReciproCAMError as error:
-                        failures.append(f"{name}: {_short(error, state.photo)}")
+                        failures.append(f"{name}: {one_line(error, state.photo)}")
                 count = state.requests + 1
                 done = replace(state, results=tuple(results), output=output, requests=count)
                 if not results:  # no stale results beside the message
@@ -271,12 +266,6 @@ def _heading(explorer: Explorer) -> str:
     return f"## reciprocam app: {explorer.loaded.name}\nExplain a photo's {task} with any method."
 
 
-def _forget(state: Session) -> None:
-    """Delete the files of a session's latest results (before its next, and once it closes)."""
-    if state.output is not None:
-        shutil.rmtree(state.output, ignore_errors=True)
-
-
 def _demo_choice() -> gr.Dropdown | None:
     """The bundled demo photos to pick from, or None without the demo extra."""
     try:
@@ -286,11 +275,6 @@ def _demo_choice() -> gr.Dropdown | None:
     titles = [title for _, _, title in DEMO_PHOTOS]
     choices = [(title, str(path)) for title, path in zip(titles, paths, strict=True)]
     return gr.Dropdown(choices, value=None, label="or a demo photo", elem_id="demo")
-
-
-def _short(error: ReciproCAMError, path: str | Path) -> str:
-    """The error's one line, naming an uploaded file by its name, not its temporary path."""
-    return str(error).replace(str(path), Path(path).name).splitlines()[0]
 
 
 def _caption(result: MethodResult) -> str:

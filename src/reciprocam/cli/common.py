@@ -15,15 +15,8 @@ from ..errors import InputError, OptionError
 from ..explainer import Explainer
 from ..photos import ExplainedPhoto, SkippedPhoto, class_indices
 from ..registry import explainer as build_explainer
-from ..registry import method_for, method_options
+from ..registry import mask_name, method_for, method_options
 from ..targets import TargetSpec, TopClasses
-
-
-def mask_name(mask: str, method: str) -> str:
-    """The --mask value as `method` spells it: "pixel" (CNN) and "token" (ViT) are one mask."""
-    if mask in ("pixel", "token"):
-        return "token" if method == "vit-reciprocam" else "pixel"
-    return mask
 
 
 def device_from(arguments: argparse.Namespace) -> torch.device:

@@ -60,9 +60,8 @@ def run(arguments: argparse.Namespace) -> int:
 
     from ..files import writable_file
     from ..onnx import export_onnx
-    from ..registry import method_for
+    from ..registry import mask_name, method_for
     from ..zoo import load_model
-    from .common import mask_name
 
     if arguments.output is not None:  # before loading and exporting, so it fails fast
         writable_file(arguments.output)

@@ -1,0 +1,39 @@
+"""What the page's tabs share about a browser session: the top-class buttons, one-line
+messages, and deleting the files of its latest results."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import gradio as gr
+
+from ..photos import Prediction
+from .explore import TOP
+
+
+class WritesFiles(Protocol):
+    """A session's state: the folder of its latest results, or None."""
+
+    @property
+    def output(self) -> Path | None: ...
+
+
+def forget(state: WritesFiles) -> None:
+    """Delete the files of a session's latest results (before its next, and once it closes)."""
+    if state.output is not None:
+        shutil.rmtree(state.output, ignore_errors=True)
+
+
+def one_line(error: Exception, path: str | Path | None = None) -> str:
+    """The error's first line, naming an uploaded file by its name, not its temporary path."""
+    text = str(error) if path is None else str(error).replace(str(path), Path(path).name)
+    return (text.splitlines() or [type(error).__name__])[0]
+
+
+def class_buttons(predictions: Sequence[Prediction] = ()) -> list[Any]:
+    """The TOP buttons' updates: one per predicted class ("tabby (17%)"), the rest hidden."""
+    shown = [gr.update(value=f"{p.name} ({p.probability:.0%})", visible=True) for p in predictions]
+    return shown + [gr.update(visible=False)] * (TOP - len(shown))
