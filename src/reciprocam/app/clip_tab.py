@@ -31,7 +31,7 @@ from ..zoo.video import (
 )
 from .explore import TOP, class_choices
 from .loaded import LoadedOnce
-from .sessions import class_buttons, forget, one_line
+from .sessions import class_buttons, forget, one_line, pick_on_click, top_class_buttons
 
 MODELS = (SHAPES_VIDEO, SHAPES_VOLUME, *CLIP_LENGTHS)
 """The tab's models: the Shapes ones (offline, trained) first, then torchvision's (their
@@ -223,10 +223,7 @@ def build(device: torch.device) -> None:
             method = gr.Dropdown(
                 list(METHODS), value="reciprocam", label="Method", elem_id="clip-method"
             )
-            with gr.Row():
-                top = [
-                    gr.Button(visible=False, size="sm", elem_id=f"clip-top-{i}") for i in range(TOP)
-                ]
+            top = top_class_buttons("clip-")
             target = gr.Dropdown(
                 [],
                 value=None,
@@ -255,8 +252,7 @@ def build(device: torch.device) -> None:
     chosen_model.input(
         tab.switch, [chosen_model, session], [chosen_model, session, status, target, *top]
     )
-    for rank, button in enumerate(top):
-        button.click(lambda state, rank=rank: state.top[rank].index, session, target)
+    pick_on_click(top, session, target)
     explain.click(
         tab.explain, [session, method, target], [session, picture, result, downloads, status]
     )

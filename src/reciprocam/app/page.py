@@ -24,7 +24,7 @@ from ..zoo import LoadedModel
 from . import clip_tab, detection_tab
 from .explore import TOP, Explorer, MethodResult, Models, Settings, class_choices
 from .pictures import curves_figure, grid_picture
-from .sessions import class_buttons, forget, one_line
+from .sessions import class_buttons, forget, one_line, pick_on_click, top_class_buttons
 
 DEFAULT = "default"
 AUTOMATIC = ""  # the layer dropdown's value for the automatic layer
@@ -86,11 +86,7 @@ def build_app(
                     chosen = gr.CheckboxGroup(
                         methods(), value=["reciprocam"], label="Methods", elem_id="methods"
                     )
-                    with gr.Row():
-                        top = [
-                            gr.Button(visible=False, size="sm", elem_id=f"top-{i}")
-                            for i in range(TOP)
-                        ]
+                    top = top_class_buttons()
                     target = gr.Dropdown(
                         class_choices(first.loaded.categories),
                         value=None,
@@ -190,8 +186,7 @@ def build_app(
             upload.change(choose, [upload, session], photo_outputs)
             if demo is not None:
                 demo.change(choose, [demo, session], photo_outputs)
-            for rank, button in enumerate(top):
-                button.click(lambda state, rank=rank: state.top[rank].index, session, target)
+            pick_on_click(top, session, target)
 
             def run(
                 state: Session,

@@ -37,3 +37,15 @@ def class_buttons(predictions: Sequence[Prediction] = ()) -> list[Any]:
     """The TOP buttons' updates: one per predicted class ("tabby (17%)"), the rest hidden."""
     shown = [gr.update(value=f"{p.name} ({p.probability:.0%})", visible=True) for p in predictions]
     return shown + [gr.update(visible=False)] * (TOP - len(shown))
+
+
+def top_class_buttons(prefix: str = "") -> list[gr.Button]:
+    """A row of TOP hidden buttons (elem_ids `<prefix>top-<i>`), shown by `class_buttons`."""
+    with gr.Row():
+        return [gr.Button(visible=False, size="sm", elem_id=f"{prefix}top-{i}") for i in range(TOP)]
+
+
+def pick_on_click(buttons: Sequence[gr.Button], session: gr.State, target: gr.Dropdown) -> None:
+    """Each button, clicked, sets `target` to its class: the session's `top[rank]`."""
+    for rank, button in enumerate(buttons):
+        button.click(lambda state, rank=rank: state.top[rank].index, session, target)
