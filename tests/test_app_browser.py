@@ -137,7 +137,10 @@ def open_browser(url: str, ready: str) -> WebDriver:
 
 
 def status(driver: WebDriver, element: str = "status") -> str:
-    return str(driver.find_element(By.ID, element).text)
+    """The text of Markdown `element`, without the progress note Gradio lays over it while a
+    request runs ("processing | 0.1s")."""
+    shown = driver.find_element(By.CSS_SELECTOR, f"#{element} [data-testid=markdown]")
+    return str(shown.text)
 
 
 def wait_status(driver: WebDriver, text: str, element: str = "status") -> str:
