@@ -84,46 +84,30 @@ __all__ = [
 ]
 
 # The module each name that needs torch comes from, imported on first use (PEP 562), so that
-# `import reciprocam` and the command line's --help answer at once. The names are those of
-# the TYPE_CHECKING imports above (tests/test_cli_startup.py checks that they agree).
+# `import reciprocam` and the command line's --help answer at once: the public names below,
+# and every other one of __all__ (the method classes) from .methods. They are the
+# TYPE_CHECKING imports above (tests/test_cli_startup.py checks that they agree).
 _LAZY = {
     "Explainer": "explainer",
     "Explanation": "explainer",
     "TargetLayer": "layers",
-    **dict.fromkeys(
-        (
-            "CAM",
-            "RISE",
-            "AblationCAM",
-            "EigenCAM",
-            "EigenGradCAM",
-            "FullGrad",
-            "GradCAM",
-            "GradCAMPlusPlus",
-            "GuidedBackprop",
-            "GuidedGradCAM",
-            "GuidedGradCAMPlusPlus",
-            "HiResCAM",
-            "LayerCAM",
-            "ReciproCAM",
-            "ScoreCAM",
-            "SmoothGradCAMPlusPlus",
-            "ViTReciproCAM",
-            "XGradCAM",
-        ),
-        "methods",
-    ),
     "export_onnx": "onnx",
     "explainer": "registry",
     "methods": "registry",
 }
 
 
+def _source(name: str) -> str | None:
+    """The submodule that `name`, a public name not yet imported, comes from; None if it is
+    not public."""
+    return _LAZY.get(name, "methods" if name in __all__ else None)
+
+
 # Under `if not TYPE_CHECKING`, so that mypy still flags a mistyped attribute of the package.
 if not TYPE_CHECKING:
 
     def __getattr__(name: str) -> object:
-        source = _LAZY.get(name)
+        source = _source(name)
         if source is None:
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(f".{source}", __name__), name)
