@@ -31,7 +31,7 @@ METHODS = (
 DETECTION_METHODS = ("reciprocam", "rise", "drise", "gradcam", "odam", "eigencam", "ablationcam")
 """What `reciprocam.registry.detection_methods()` lists, in its order."""
 
-METRICS = (
+PAPER_METRICS = (
     "average_drop",
     "increase_in_confidence",
     "deletion",
@@ -39,9 +39,10 @@ METRICS = (
     "coherency",
     "complexity",
     "adcc",
-    "pointing_game",
-    "energy_pointing_game",
 )
+"""The columns of the ReciproCAM papers' tables: Drop, Inc, Del, Ins, Coher, Compl, ADCC."""
+
+METRICS = (*PAPER_METRICS, "pointing_game", "energy_pointing_game")
 """What `reciprocam.metrics.metric_names()` lists, in its order."""
 
 DEMO_MODEL = "efficientnet_lite0"

@@ -6,6 +6,7 @@ several on shared forwards. The protocols (top-1 class, maps at the input size i
 masking in the normalised space, RISE's Deletion/Insertion) are the project's DECISIONS.
 """
 
+from ..names import PAPER_METRICS
 from .adcc import ADCC, Coherency, Complexity, adcc, pearson
 from .base import Metric, MetricInfo
 from .batch import Batch
@@ -14,7 +15,6 @@ from .confidence import AverageDrop, IncreaseInConfidence, average_drop
 from .pointing import EnergyPointingGame, PointingGame, boxes_to_mask
 from .suite import (
     ADCC_MEAN_OF_IMAGES,
-    PAPER_METRICS,
     MetricOptions,
     MetricSuite,
     metric_info,

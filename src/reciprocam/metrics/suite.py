@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ..errors import OptionError
 from ..explainer import Explainer
+from ..names import PAPER_METRICS
 from ..targets import Scale, TargetSpec
 from .adcc import ADCC, Coherency, Complexity, adcc
 from .base import Metric, MetricInfo, mean_of
@@ -39,16 +40,6 @@ _METRICS: dict[str, type[Metric]] = {
         EnergyPointingGame,
     )
 }
-PAPER_METRICS = (
-    "average_drop",
-    "increase_in_confidence",
-    "deletion",
-    "insertion",
-    "coherency",
-    "complexity",
-    "adcc",
-)
-"""The columns of the ReciproCAM papers' tables: Drop, Inc, Del, Ins, Coher, Compl, ADCC."""
 ADCC_COMPONENTS = ("coherency", "complexity", "average_drop")
 ADCC_MEAN_OF_IMAGES = "adcc_mean_of_images"
 
