@@ -10,11 +10,26 @@ import torchvision
 from torch import nn
 
 from reciprocam import ReciproCAMError
+from reciprocam.synthetic.models import shapes_model
+from reciprocam.synthetic.shapes import CLASSES, MEAN, SIZE, STD
+from reciprocam.zoo import LoadedModel, Preprocessing
+
+GRADIO_QUEUE_WARNINGS = [
+    # What Gradio's queue warns of on pandas 3, in the app's tests.
+    pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated:DeprecationWarning"),
+]
 
 
 def seeded(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     """A standard-normal float32 tensor from its own generator."""
     return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def shapes_page_model(kind: str) -> LoadedModel:
+    """The trained Shapes model `kind` ("cnn", "vit") as the app loads a model, as shapes_KIND."""
+    preprocessing = Preprocessing(resize=SIZE, crop=SIZE, mean=MEAN, std=STD)
+    return LoadedModel(f"shapes_{kind}", shapes_model(kind), preprocessing, CLASSES, True)
 
 
 def build(name: str, seed: int = 0, **kwargs: object) -> nn.Module:

@@ -10,6 +10,7 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
+from helpers import GRADIO_QUEUE_WARNINGS, shapes_page_model
 from PIL import Image
 
 from reciprocam.app import binding_message, build_app, launch
@@ -22,22 +23,18 @@ from reciprocam.metrics import Deletion
 from reciprocam.photos import ExplainedPhoto, explain_photos
 from reciprocam.registry import explainer
 from reciprocam.synthetic.models import shapes_model
-from reciprocam.synthetic.shapes import CLASSES, MEAN, SIZE, STD, render
+from reciprocam.synthetic.shapes import CLASSES, SIZE, render
 from reciprocam.targets import Region
 from reciprocam.visualize import overlay
-from reciprocam.zoo import LoadedModel, Preprocessing, load_model
+from reciprocam.zoo import LoadedModel, load_model
 
 CPU = torch.device("cpu")
-pytestmark = [  # Gradio's queue on pandas 3
-    pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated:DeprecationWarning"),
-]
+pytestmark = GRADIO_QUEUE_WARNINGS
 
 
 @pytest.fixture(scope="module")
 def loaded() -> LoadedModel:
-    preprocessing = Preprocessing(resize=SIZE, crop=SIZE, mean=MEAN, std=STD)
-    return LoadedModel("shapes_cnn", shapes_model("cnn"), preprocessing, CLASSES, True)
+    return shapes_page_model("cnn")
 
 
 @pytest.fixture(scope="module")

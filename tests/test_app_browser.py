@@ -18,6 +18,7 @@ import numpy as np
 import psutil
 import pytest
 import torch
+from helpers import GRADIO_QUEUE_WARNINGS, shapes_page_model
 from PIL import Image
 from selenium import webdriver
 from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
@@ -34,9 +35,8 @@ from reciprocam.app.serve import serve
 from reciprocam.metrics import Deletion, Insertion
 from reciprocam.photos import ExplainedPhoto, explain_photos
 from reciprocam.registry import explainer
-from reciprocam.synthetic.models import shapes_model
-from reciprocam.synthetic.shapes import CLASSES, MEAN, SIZE, STD, render
-from reciprocam.zoo import LoadedModel, Preprocessing
+from reciprocam.synthetic.shapes import CLASSES, SIZE, render
+from reciprocam.zoo import LoadedModel
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -51,11 +51,7 @@ def waiting(driver: WebDriver) -> WebDriverWait[WebDriver]:
     )
 
 
-pytestmark = [
-    # Gradio's queue on pandas 3
-    pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated:DeprecationWarning"),
-]
+pytestmark = GRADIO_QUEUE_WARNINGS
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -70,14 +66,12 @@ def browser_installed() -> None:
 
 @pytest.fixture(scope="module")
 def loaded() -> LoadedModel:
-    preprocessing = Preprocessing(resize=SIZE, crop=SIZE, mean=MEAN, std=STD)
-    return LoadedModel("shapes_cnn", shapes_model("cnn"), preprocessing, CLASSES, True)
+    return shapes_page_model("cnn")
 
 
 @pytest.fixture(scope="module")
 def vit() -> LoadedModel:
-    preprocessing = Preprocessing(resize=SIZE, crop=SIZE, mean=MEAN, std=STD)
-    return LoadedModel("shapes_vit", shapes_model("vit"), preprocessing, CLASSES, True)
+    return shapes_page_model("vit")
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
+from helpers import GRADIO_QUEUE_WARNINGS
 from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -32,10 +33,7 @@ from reciprocam.synthetic.volume import CLASSES_3D, render_volume, volume_to_ten
 from reciprocam.zoo.video import load_video_model
 
 CPU = torch.device("cpu")
-pytestmark = [  # Gradio's queue on pandas 3
-    pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated:DeprecationWarning"),
-]
+pytestmark = GRADIO_QUEUE_WARNINGS
 
 
 @pytest.fixture(scope="module")

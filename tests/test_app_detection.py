@@ -11,6 +11,7 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
+from helpers import GRADIO_QUEUE_WARNINGS
 from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -40,10 +41,7 @@ from reciprocam.zoo.detectors import SHAPES_DETECTOR, LoadedDetector
 
 CPU = torch.device("cpu")
 STEM = "shape0_reciprocam"
-pytestmark = [  # Gradio's queue on pandas 3
-    pytest.mark.filterwarnings("ignore:.*no_silent_downcasting:DeprecationWarning"),
-    pytest.mark.filterwarnings("ignore:The copy keyword is deprecated:DeprecationWarning"),
-]
+pytestmark = GRADIO_QUEUE_WARNINGS
 __all__ = ["browser_installed"]  # its check runs before the browser test
 
 
