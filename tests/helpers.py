@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -10,6 +11,7 @@ import torchvision
 from torch import nn
 
 from reciprocam import ReciproCAMError
+from reciprocam._model import model_lock
 from reciprocam.synthetic.models import shapes_model
 from reciprocam.synthetic.shapes import CLASSES, MEAN, SIZE, STD
 from reciprocam.zoo import LoadedModel, Preprocessing
@@ -117,3 +119,27 @@ class ReadsInputBatchSize(nn.Module):
 
     def forward(self, x):
         return self.fc(self.pool(self.conv(x)).view(x.size(0), -1))
+
+
+def forwards_under_the_lock(model: nn.Module, call: Callable[[], object]) -> list[bool]:
+    """For each forward pass of `model` during `call()`, whether the model's `model_lock` was
+    held against other threads (one tried to take it then, and could not)."""
+    lock, held = model_lock(model), []
+
+    def try_from_another_thread(*_: object) -> None:
+        def attempt() -> None:
+            taken = lock.acquire(blocking=False)
+            if taken:
+                lock.release()
+            held.append(not taken)
+
+        other = threading.Thread(target=attempt)
+        other.start()
+        other.join()
+
+    hook = model.register_forward_pre_hook(try_from_another_thread)
+    try:
+        call()
+    finally:
+        hook.remove()
+    return held

@@ -10,7 +10,7 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
-from helpers import GRADIO_QUEUE_WARNINGS, shapes_page_model
+from helpers import GRADIO_QUEUE_WARNINGS, forwards_under_the_lock, shapes_page_model
 from PIL import Image
 
 from reciprocam.app import binding_message, build_app, launch
@@ -155,6 +155,21 @@ def test_an_explanation_is_what_reciprocam_explain_writes(
     assert result.deletion.fractions[0] == 0
     assert result.deletion.fractions[-1] == 1
     assert result.insertion.auc > result.deletion.auc  # a faithful map of a confident class
+
+
+def test_requests_run_the_model_under_its_lock(
+    explorer: Explorer, photo: tuple[Path, int], tmp_path: Path
+) -> None:
+    # The library's model_lock, which explanations take too: a forward pass in another
+    # thread would run through an explanation's hooks.
+    path, label = photo
+    model = explorer.loaded.model
+    assert forwards_under_the_lock(model, lambda: explorer.predict(path)) == [True]
+    held = forwards_under_the_lock(
+        model, lambda: explorer.explain(path, "gradcam", label, Settings(), tmp_path)
+    )
+    assert len(held) > 2  # the explanation, and the curves' passes
+    assert all(held)
 
 
 def test_options_reach_the_methods_that_take_them(

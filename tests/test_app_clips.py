@@ -14,7 +14,7 @@ import gradio as gr
 import numpy as np
 import pytest
 import torch
-from helpers import GRADIO_QUEUE_WARNINGS
+from helpers import GRADIO_QUEUE_WARNINGS, forwards_under_the_lock
 from PIL import Image
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -109,6 +109,12 @@ def test_a_video_gets_the_librarys_map_and_a_gif_of_its_clip(tab: ClipTab, files
     assert state.result.layer == "layer3"
     assert state.result.target.probability == pytest.approx(target, abs=1e-6)
     forget(state)
+
+
+def test_requests_run_the_model_under_its_lock(tab: ClipTab, files: Path) -> None:
+    model = tab.models["shapes_volume"]
+    path = files / "shape.npy"
+    assert forwards_under_the_lock(model.loaded.model, lambda: model.predict(path)) == [True]
 
 
 def test_a_volume_gets_the_librarys_map_and_montage_and_old_files_go(

@@ -6,7 +6,6 @@ slices, its top classes, and the .npy map, written by the command's own code."""
 from __future__ import annotations
 
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any
 import gradio as gr
 import torch
 
-from .._model import model_output
+from .._model import model_lock, model_output
 from ..clip_inputs import file_stem, read_clip_input, write_clip_map
 from ..clips import VIDEO_SUFFIXES, VOLUME_SUFFIXES
 from ..errors import ReciproCAMError
@@ -69,8 +68,8 @@ class ClipSession:
 
 class ClipModel:
     """A video or volume classifier loaded once and shared by every request, with the explainers
-    built so far. Requests use it one at a time (a forward pass in another thread would run
-    through an explanation's hooks)."""
+    built so far. Requests use it one at a time, under its `model_lock` (a forward pass in
+    another thread would run through an explanation's hooks)."""
 
     def __init__(self, loaded: LoadedClipModel, device: torch.device) -> None:
         self.loaded = loaded
@@ -81,13 +80,12 @@ class ClipModel:
             kept=_CACHED_EXPLAINERS,
             drop=Explainer.close,
         )
-        self._turn = threading.Lock()
 
     def predict(self, path: Path) -> list[Prediction]:
         """The model's top classes on the file (InputError if it does not fit the model)."""
         item = read_clip_input(path, self.loaded)
         x = item.tensor[None].to(self.device)
-        with self._turn, torch.inference_mode():
+        with model_lock(self.loaded.model), torch.inference_mode():
             logits = model_output(self.loaded.model, x)
         return top_classes(logits, TOP, self.loaded.categories)
 
@@ -96,7 +94,7 @@ class ClipModel:
         `output` under the names `reciprocam explain` gives them."""
         item = read_clip_input(path, self.loaded)
         x = item.tensor[None].to(self.device)
-        with self._turn:
+        with model_lock(self.loaded.model):
             found = self._explainers[method]
             start = time.perf_counter()
             explanation = found.explain(x, index)

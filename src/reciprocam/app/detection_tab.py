@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import gradio as gr
 import torch
 import torchvision.transforms.functional as TF
 
+from .._model import model_lock
 from ..detection import DetectionExplanation
 from ..detection.files import DetectionFiles, write_detection_files
 from ..errors import ReciproCAMError, TargetError
@@ -53,30 +53,23 @@ class DetectionResult:
     seconds: float  # the explanation's time (not the files')
 
 
-class _Detector:
-    """A detector loaded once, on the device; requests use it one at a time (a forward pass in
-    another thread would run through an explanation's hooks)."""
-
-    def __init__(self, loaded: LoadedDetector, device: torch.device) -> None:
-        self.loaded = loaded
-        self.device = device
-        loaded.model.to(device)
-        self.turn = threading.Lock()
-
-
-class Detectors(LoadedOnce[str, _Detector]):
-    """The detectors the tab offers, each loaded when first chosen (torchvision's with their
-    pretrained weights, downloaded); the Shapes detector stays loaded, and at most `kept`
-    others (the one chosen longest ago is dropped first)."""
+class Detectors(LoadedOnce[str, LoadedDetector]):
+    """The detectors the tab offers, each loaded on `device` when first chosen (torchvision's
+    with their pretrained weights, downloaded); the Shapes detector stays loaded, and at most
+    `kept` others (the one chosen longest ago is dropped first). Requests use a detector one
+    at a time, under its `model_lock`."""
 
     def __init__(self, device: torch.device, kept: int = 2) -> None:
-        def load(name: str) -> _Detector:
+        def load(name: str) -> LoadedDetector:
             shapes = name == SHAPES_DETECTOR
-            return _Detector(load_detector(name, weights=None if shapes else "DEFAULT"), device)
+            loaded = load_detector(name, weights=None if shapes else "DEFAULT")
+            loaded.model.to(device)
+            return loaded
 
         super().__init__(load, kept=kept, permanent={SHAPES_DETECTOR: None})
+        self.device = device
 
-    def __getitem__(self, name: str) -> _Detector:
+    def __getitem__(self, name: str) -> LoadedDetector:
         """Detector `name` ("": the Shapes detector); a ModelError if it cannot load."""
         return super().__getitem__(name.strip() or SHAPES_DETECTOR)
 
@@ -88,11 +81,9 @@ class Detectors(LoadedOnce[str, _Detector]):
         ReciproCAMError (ImageError, ModelError, OptionError, TargetError) if it cannot."""
         image = load_image(path)
         detector = self[name]
-        explainer = detection_explainer(
-            method, detector.loaded.model, threshold=threshold, progress=False
-        )
-        x = TF.to_tensor(image).to(detector.device)
-        with detector.turn:
+        explainer = detection_explainer(method, detector.model, threshold=threshold, progress=False)
+        x = TF.to_tensor(image).to(self.device)
+        with model_lock(detector.model):  # the time leaves out waiting for another request
             start = time.perf_counter()
             explanation = explainer.explain(x)
             seconds = time.perf_counter() - start
@@ -102,7 +93,7 @@ class Detectors(LoadedOnce[str, _Detector]):
             explanation,
             output,
             method,
-            detector.loaded.categories,
+            detector.categories,
             colormap=COLORMAP,
             alpha=ALPHA,
         )

@@ -3,7 +3,6 @@ grid, the time it took, and the photo's Deletion and Insertion curves."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -13,7 +12,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from .._model import model_output
+from .._model import model_lock, model_output
 from ..errors import ImageError
 from ..explainer import Explainer, Explanation, Targets, upsample_maps
 from ..images import load_image
@@ -94,7 +93,8 @@ class _Recording:
 class Explorer:
     """A model loaded once, shared by every request: its classes, candidate layers, and the
     explainers built so far (each keeps the layers it resolved). Requests use the model one
-    at a time: a forward pass in another thread would run through an explanation's hooks."""
+    at a time, under its `model_lock`: a forward pass in another thread would run through an
+    explanation's hooks."""
 
     def __init__(self, loaded: LoadedModel, device: torch.device) -> None:
         self.loaded = loaded
@@ -112,13 +112,12 @@ class Explorer:
         self._explainers = LoadedOnce(
             self._explainer, kept=_CACHED_EXPLAINERS, drop=Explainer.close
         )
-        self._turn = threading.Lock()
 
     def predict(self, path: Path) -> tuple[Image.Image, list[Prediction]]:
         """The photo at `path` (ImageError if unreadable) and the model's top classes on it."""
         image = load_image(path)
         x = self.loaded.preprocessing(image)[0][None].to(self.device)
-        with self._turn, torch.inference_mode():
+        with model_lock(self.loaded.model), torch.inference_mode():
             logits = model_output(self.loaded.model, x)
         return image, top_classes(logits, TOP, self.loaded.categories)
 
@@ -131,7 +130,7 @@ class Explorer:
     ) -> MethodResult:
         """Explain class `index` of the photo with `method`, writing its overlay and map into
         `output` as `reciprocam explain` does; ImageError if the photo cannot be read."""
-        with self._turn:
+        with model_lock(self.loaded.model):
             return self._explain(
                 path, method_for(method, self.loaded.model), index, settings, output
             )
