@@ -95,6 +95,32 @@ def test_a_usage_error_exits_with_2_and_imports_no_torch(
     assert message in err
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message", "needed"),
+    [
+        (
+            ["explain", "a.jpg", "b.mp4", "--model", "r3d_18"],
+            "explain photos, or videos and volumes, in one run, not both (a.jpg is a photo",
+            (),
+        ),
+        (["explain", "a.jpg", "--animation", "mp4"], "--animation applies to videos", ()),
+        (  # the colormaps are matplotlib's: it loads, torch does not
+            ["explain", "a.jpg", "--colormap", "nocolours"],
+            "unknown matplotlib colormap 'nocolours'",
+            ("numpy", "matplotlib", "PIL"),
+        ),
+    ],
+)
+def test_options_that_do_not_fit_are_refused_before_torch_loads(
+    arguments: list[str], message: str, needed: tuple[str, ...]
+) -> None:
+    code, loaded, err = parse_only(*arguments, "--no-progress")
+    assert code == 1
+    assert set(loaded) <= set(needed)
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_the_light_names_are_the_registries() -> None:
     from reciprocam.metrics import metric_names
     from reciprocam.registry import detection_methods, methods

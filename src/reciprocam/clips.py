@@ -17,20 +17,14 @@ from torch import Tensor
 
 from .errors import InputError, first_line
 from .files import write_atomically
+from .names import VIDEO_SUFFIXES as VIDEO_SUFFIXES
+from .names import VOLUME_SUFFIXES as VOLUME_SUFFIXES
+from .names import is_volume as is_volume
 from .visualize import overlay
 
-VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg"})
-"""Files read as videos (an animated .gif stays a photo, as `reciprocam explain` reads it)."""
-VOLUME_SUFFIXES = (".npy", ".nii", ".nii.gz")
-"""Files read as volumes: a NumPy array, or NIfTI."""
 MAX_VIDEO_BYTES = 2**31
 """The most decoded RGB a video may take (2 GiB, e.g. 40 s at 640x480): longer ones are refused
 rather than filling the memory."""
-
-
-def is_volume(path: Path) -> bool:
-    """Whether `path` names a volume file by its suffix (.npy, .nii, .nii.gz)."""
-    return path.name.lower().endswith(VOLUME_SUFFIXES)
 
 
 def _import(module: str, extra: str) -> ModuleType:

@@ -1,10 +1,16 @@
 """The names the command line shows and matches before the library loads: methods, metrics,
-the demo model. Plain constants, so that `reciprocam --help` does not import torch; the tests
-check that they equal the registries' names."""
+the demo model, the suffixes of videos and volumes. Plain constants (and the test of a file's
+suffix), so that `reciprocam --help` and a usage error do not import torch; the tests check
+that they equal the registries' names."""
 
 from __future__ import annotations
 
 from .errors import OptionError
+
+# typing.TYPE_CHECKING without importing typing; pathlib too waits for a path to be given.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 METHODS = (
     "reciprocam",
@@ -50,6 +56,21 @@ DEMO_MODEL = "efficientnet_lite0"
 
 DEMO_GRID = "demo.png"
 """The file of `reciprocam demo` that shows every photo beside its map."""
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg"})
+"""Files read as videos (an animated .gif stays a photo, as `reciprocam explain` reads it)."""
+VOLUME_SUFFIXES = (".npy", ".nii", ".nii.gz")
+"""Files read as volumes: a NumPy array, or NIfTI."""
+
+
+def is_volume(path: Path) -> bool:
+    """Whether `path` names a volume file by its suffix (.npy, .nii, .nii.gz)."""
+    return path.name.lower().endswith(VOLUME_SUFFIXES)
+
+
+def is_clip(path: Path) -> bool:
+    """Whether `path` names a video or a volume by its suffix."""
+    return is_volume(path) or path.suffix.lower() in VIDEO_SUFFIXES
 
 
 def _key(name: str) -> str:

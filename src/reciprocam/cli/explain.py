@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 
 from ..errors import OptionError
-from ..names import METHODS
+from ..names import METHODS, is_clip
 from .arguments import (
     add_image_size_option,
     add_model_options,
@@ -18,6 +19,11 @@ from .arguments import (
     path,
     positive_integer,
 )
+
+# typing.TYPE_CHECKING without importing typing, which parsing does not need.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 def _fraction(text: str) -> float:
@@ -175,20 +181,35 @@ def run(arguments: argparse.Namespace) -> int:
             "reciprocam explain: error: give at least one IMAGE (or --image-path)", file=sys.stderr
         )
         return 2
+    clips = _explains_clips(sources)
+    if arguments.animation is not None and not clips:
+        raise OptionError("--animation applies to videos")
     announce(arguments, "loading torch and the model")
-    # Imported here, after the parse: they bring torch, which takes seconds.
+    # Imported here, after the parse and its checks: matplotlib takes a moment, and the
+    # commands bring torch, which takes seconds.
     import matplotlib
-
-    from ..files import writable_folder
-    from . import explain_detection, explain_images, explain_video
 
     if arguments.colormap not in matplotlib.colormaps:
         raise OptionError(f"unknown matplotlib colormap '{arguments.colormap}'")
-    if explain_video.takes(sources):
+    from ..files import writable_folder
+    from . import explain_detection, explain_images, explain_video
+
+    if clips:
         return explain_video.run(arguments, sources)
-    if arguments.animation is not None:
-        raise OptionError("--animation applies to videos")
     if arguments.task == "detection":
         writable_folder(arguments.output)
         return explain_detection.run(arguments, sources)
     return explain_images.run(arguments, sources)
+
+
+def _explains_clips(sources: Sequence[Path]) -> bool:
+    """Whether `sources` are videos and volumes (`explain_video`'s) rather than photos; a mix
+    of the two raises OptionError."""
+    clips = [path for path in sources if is_clip(path)]
+    others = [path for path in sources if path not in clips]
+    if clips and others:
+        raise OptionError(
+            f"explain photos, or videos and volumes, in one run, not both ({others[0]} is a"
+            f" photo or folder, {clips[0]} a video or volume)"
+        )
+    return bool(clips)

@@ -17,10 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..clip_inputs import file_stem, read_clip_input, write_clip_map
-from ..clips import (
-    VIDEO_SUFFIXES,
-    is_volume,
-)
 from ..errors import OptionError
 from ..files import make_folder, writable_folder
 from ..photos import category_name, top_predictions, unique_stem
@@ -41,19 +37,6 @@ _NOT_FOR_CLIPS = (
     ("--threshold", "threshold"),
     ("--image-size", "image_size"),
 )
-
-
-def takes(sources: Sequence[Path]) -> bool:
-    """Whether `sources` are videos and volumes (this command's) rather than photos; a mix of
-    the two raises OptionError."""
-    clips = [path for path in sources if is_volume(path) or path.suffix.lower() in VIDEO_SUFFIXES]
-    others = [path for path in sources if path not in clips]
-    if clips and others:
-        raise OptionError(
-            f"explain photos, or videos and volumes, in one run, not both ({others[0]} is a"
-            f" photo or folder, {clips[0]} a video or volume)"
-        )
-    return bool(clips)
 
 
 def run(arguments: argparse.Namespace, sources: Sequence[Path]) -> int:
