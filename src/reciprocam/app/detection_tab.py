@@ -7,7 +7,6 @@ session's that is deleted on its next request and when it closes)."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -20,7 +19,6 @@ import torch
 import torchvision.transforms.functional as TF
 
 from .._model import model_lock
-from ..detection import DetectionExplanation
 from ..detection.files import DetectionFiles, write_detection_files
 from ..errors import ReciproCAMError, TargetError
 from ..images import load_image
@@ -47,9 +45,7 @@ class DetectionSession:
 class DetectionResult:
     """One photo explained as `reciprocam explain --task detection` writes it."""
 
-    explanation: DetectionExplanation
-    files: DetectionFiles  # the files it wrote, and each box's caption
-    rows: tuple[dict[str, Any], ...]  # the boxes file's rows
+    files: DetectionFiles  # the files it wrote, each box's caption, the boxes file's rows
     seconds: float  # the explanation's time (not the files')
 
 
@@ -97,8 +93,7 @@ class Detectors(LoadedOnce[str, LoadedDetector]):
             colormap=COLORMAP,
             alpha=ALPHA,
         )
-        rows = tuple(json.loads(files.boxes.read_text(encoding="utf-8")))
-        return DetectionResult(explanation, files, rows, seconds)
+        return DetectionResult(files, seconds)
 
 
 def build(device: torch.device) -> None:
@@ -214,7 +209,7 @@ def explain_request(
     ]
     written = result.files
     files = [str(written.maps), *(str(p) for p in written.overlays), str(written.boxes)]
-    return [done, str(written.detections), gallery, boxes_table(result.rows), files, note]
+    return [done, str(written.detections), gallery, boxes_table(written.rows), files, note]
 
 
 def boxes_table(rows: tuple[dict[str, Any], ...]) -> str:

@@ -21,7 +21,7 @@ from ..errors import ImageError, InputError, OptionError, TargetError
 from ..files import make_folder
 from ..images import find_images, load_image
 from ..photos import class_index
-from ..registry import detection_explainer
+from ..registry import detection_explainer, mask_name
 from ..zoo.detectors import SHAPES_DETECTOR, load_detector
 from .common import device_from, note_if_random
 
@@ -54,7 +54,7 @@ def run(arguments: argparse.Namespace, sources: Sequence[Path]) -> int:
         name: value
         for name, value in (
             ("batch_size", arguments.batch_size),
-            ("mask", arguments.mask if arguments.mask != "token" else "pixel"),
+            ("mask", mask_name(arguments.mask, arguments.method)),
             ("threshold", arguments.threshold),
             ("level", arguments.target_layer),
             ("progress", not arguments.no_progress),

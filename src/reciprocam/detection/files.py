@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
@@ -27,7 +28,7 @@ from .explainer import DetectionExplanation
 
 @dataclass(frozen=True)
 class DetectionFiles:
-    """What `write_detection_files` wrote, and each box's caption."""
+    """What `write_detection_files` wrote, each box's caption, and the boxes file's rows."""
 
     detections: Path
     overlays: tuple[Path, ...]
@@ -35,6 +36,7 @@ class DetectionFiles:
     maps: Path
     boxes: Path
     captions: tuple[str, ...]
+    rows: tuple[dict[str, Any], ...]
 
 
 def write_detection_files(
@@ -70,14 +72,14 @@ def write_detection_files(
     save_grid(panels, grid, columns=min(2, len(panels)), heading=path.name)
     maps = output / f"{stem}.npy"
     write_atomically(maps, partial(save_array, explanation.maps.float().cpu().numpy()))
-    rows = [
+    rows = tuple(
         {"label": int(label), "name": category_name(int(label), categories), "score": _score(score),
          "box": box}
         for label, score, box in zip(explanation.labels, explanation.scores, boxes, strict=True)
-    ]  # fmt: skip
+    )  # fmt: skip
     listed = output / f"{stem}_boxes.json"
     write_atomically(listed, partial(_write_json, rows))
-    return DetectionFiles(detections, tuple(overlays), grid, maps, listed, captions)
+    return DetectionFiles(detections, tuple(overlays), grid, maps, listed, captions, rows)
 
 
 def box_caption(label: int, score: float, categories: Sequence[str]) -> str:
@@ -86,8 +88,8 @@ def box_caption(label: int, score: float, categories: Sequence[str]) -> str:
     return name if score != score else f"{name} {score:.2f}"
 
 
-def _write_json(rows: list[dict[str, object]], path: Path) -> None:
-    path.write_text(json.dumps(rows, indent=1), encoding="utf-8")
+def _write_json(rows: Sequence[dict[str, object]], path: Path) -> None:
+    path.write_text(json.dumps(list(rows), indent=1), encoding="utf-8")
 
 
 def _score(score: torch.Tensor) -> float | None:

@@ -10,8 +10,8 @@ import torchvision
 from torch import Tensor, nn
 
 from ..errors import ModelError
-from .checkpoints import load_state, read_checkpoint
-from .loading import torchvision_weights
+from .checkpoints import load_state
+from .loading import checkpoint_state, torchvision_weights
 
 SHAPES_DETECTOR = "shapes_detector"
 # torchvision's detectors are built for COCO's 91 labels (0 the background) by default.
@@ -39,9 +39,7 @@ def load_detector(
 ) -> LoadedDetector:
     """Build detector `name` in eval mode: random weights, torchvision's `weights` (downloaded),
     or a state_dict `checkpoint` (its label count read from the file)."""
-    state = read_checkpoint(checkpoint) if checkpoint is not None else None
-    if weights is not None and state is not None:
-        raise ModelError("give either weights or a checkpoint (--weights, --checkpoint), not both")
+    state = checkpoint_state(weights, checkpoint)
     if name == SHAPES_DETECTOR:
         return _shapes_detector(weights, state, checkpoint)
     if name not in detector_names():
