@@ -24,13 +24,15 @@ from test_app_browser import wait_status as browser_status
 from test_clips import write_video
 
 from reciprocam import ReciproCAM
+from reciprocam.app import clip_tab
 from reciprocam.app.clip_tab import METHODS, MODELS, TOP, ClipSession, ClipTab, build, forget
+from reciprocam.clip_inputs import ClipInput, read_clip_input
 from reciprocam.clips import montage, read_video
 from reciprocam.registry import explainer
 from reciprocam.synthetic.shapes import CLASSES
 from reciprocam.synthetic.video_models import shapes_video_model, shapes_volume_model
 from reciprocam.synthetic.volume import CLASSES_3D, render_volume, volume_to_tensor
-from reciprocam.zoo.video import load_video_model
+from reciprocam.zoo.video import LoadedClipModel, load_video_model
 
 CPU = torch.device("cpu")
 pytestmark = GRADIO_QUEUE_WARNINGS
@@ -115,6 +117,27 @@ def test_requests_run_the_model_under_its_lock(tab: ClipTab, files: Path) -> Non
     model = tab.models["shapes_volume"]
     path = files / "shape.npy"
     assert forwards_under_the_lock(model.loaded.model, lambda: model.predict(path)) == [True]
+
+
+def test_a_file_is_read_once_when_chosen_not_at_each_request(
+    tab: ClipTab, files: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    read: list[Path] = []
+
+    def counted(path: Path, loaded: LoadedClipModel) -> ClipInput:
+        read.append(path)
+        return read_clip_input(path, loaded)
+
+    monkeypatch.setattr(clip_tab, "read_clip_input", counted)
+    path = files / "shape.npy"
+    _, state, *_ = tab.switch("shapes_volume", ClipSession())
+    state, *_ = tab.choose(str(path), state)
+    for method in ("reciprocam", "gradcam"):
+        state, *_, status = tab.explain(state, method, None)
+        assert status.startswith("Request")
+        assert "explained" in status
+    assert read == [path]
+    forget(state)
 
 
 def test_a_volume_gets_the_librarys_map_and_montage_and_old_files_go(

@@ -15,7 +15,7 @@ import gradio as gr
 import torch
 
 from .._model import model_lock, model_output
-from ..clip_inputs import file_stem, read_clip_input, write_clip_map
+from ..clip_inputs import ClipInput, file_stem, read_clip_input, write_clip_map
 from ..clips import VIDEO_SUFFIXES, VOLUME_SUFFIXES
 from ..errors import ReciproCAMError
 from ..explainer import Explainer
@@ -55,15 +55,19 @@ class ClipResult:
 
 @dataclass(frozen=True)
 class ClipSession:
-    """One browser session's model, file, its top classes, and its latest result and the folder
-    of its files."""
+    """One browser session's model, file (read for the model once, when chosen), its top
+    classes, and its latest result and the folder of its files."""
 
     model: str = MODELS[0]
-    path: Path | None = None
+    clip: ClipInput | None = None
     top: tuple[Prediction, ...] = ()
     result: ClipResult | None = None
     output: Path | None = None
     requests: int = 0
+
+    @property
+    def path(self) -> Path | None:
+        return None if self.clip is None else self.clip.path
 
 
 class ClipModel:
@@ -81,18 +85,18 @@ class ClipModel:
             drop=Explainer.close,
         )
 
-    def predict(self, path: Path) -> list[Prediction]:
-        """The model's top classes on the file (InputError if it does not fit the model)."""
+    def predict(self, path: Path) -> tuple[ClipInput, list[Prediction]]:
+        """The file read for the model (InputError if it does not fit), and the model's top
+        classes on it."""
         item = read_clip_input(path, self.loaded)
         x = item.tensor[None].to(self.device)
         with model_lock(self.loaded.model), torch.inference_mode():
             logits = model_output(self.loaded.model, x)
-        return top_classes(logits, TOP, self.loaded.categories)
+        return item, top_classes(logits, TOP, self.loaded.categories)
 
-    def explain(self, path: Path, method: str, index: int, output: Path) -> ClipResult:
-        """Explain class `index` of the file with `method`, writing its map and picture into
-        `output` under the names `reciprocam explain` gives them."""
-        item = read_clip_input(path, self.loaded)
+    def explain(self, item: ClipInput, method: str, index: int, output: Path) -> ClipResult:
+        """Explain class `index` of the file read by `predict` with `method`, writing its map
+        and picture into `output` under the names `reciprocam explain` gives them."""
         x = item.tensor[None].to(self.device)
         with model_lock(self.loaded.model):
             found = self._explainers[method]
@@ -104,7 +108,7 @@ class ClipModel:
         probability = float(explanation.target_probabilities[0][0])
         top = top_predictions(explanation, TOP, self.loaded.categories)
         target = Prediction(index, category_name(index, self.loaded.categories), probability)
-        base = output / f"{file_stem(path)}_{method}"
+        base = output / f"{file_stem(item.path)}_{method}"
         picture = write_clip_map(item, saliency, base)
         return ClipResult(
             method,
@@ -144,12 +148,12 @@ class ClipTab:
         path = Path(path)
         try:
             model = self.models[state.model]
-            top = model.predict(path)
+            clip, top = model.predict(path)
         except (ReciproCAMError, RuntimeError) as error:  # RuntimeError: the model's own
             return [kept, one_line(error, path), gr.update(value=None), *class_buttons()]
         best = top[0]
         note = f"{path.name}: {state.model} sees {best.name} ({best.probability:.0%})."
-        chosen = replace(kept, path=path, top=tuple(top))
+        chosen = replace(kept, clip=clip, top=tuple(top))
         classes = gr.update(choices=class_choices(model.loaded.categories), value=best.index)
         return [chosen, note, classes, *class_buttons(top)]
 
@@ -172,7 +176,7 @@ class ClipTab:
     def explain(self, state: ClipSession, method: str, index: int | None) -> list[Any]:
         """Explain the session's file. Outputs: session, picture, result, downloads, status."""
         unchanged = [gr.update()] * 3
-        if state.path is None:
+        if state.clip is None:
             return [state, *unchanged, "Upload a video or a volume first."]
         if index is None:
             index = state.top[0].index
@@ -181,9 +185,9 @@ class ClipTab:
         output = Path(tempfile.mkdtemp(prefix="reciprocam-app-clip-"))
         done = replace(state, result=None, output=output, requests=count)
         try:
-            result = self.models[state.model].explain(state.path, method, int(index), output)
+            result = self.models[state.model].explain(state.clip, method, int(index), output)
         except (ReciproCAMError, RuntimeError) as error:  # no stale results beside the message
-            return [done, None, "", [], f"Request {count}: {one_line(error, state.path)}"]
+            return [done, None, "", [], f"Request {count}: {one_line(error, state.clip.path)}"]
         note = (
             f"Request {count}: explained {result.target.name} with {method}"
             f" in {result.seconds:.2f} s."
