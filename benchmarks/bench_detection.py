@@ -31,7 +31,7 @@ import sys
 import time
 
 import torch
-from common import machine, write_results
+from common import centre_map, machine, write_results
 from torch import Tensor
 
 from reciprocam.detection import (
@@ -58,12 +58,6 @@ CENTRE = "centre"
 METRICS = ("pg_box", "pg_mask", "epg_box", "epg_mask", "deletion", "insertion")
 INFERENCES = 3  # plain inferences timed per image, beside the methods
 MARGIN = 0.1  # how far above the centre baseline ReciproCAM's box pointing game must be
-
-
-def centre_map(size: int = DETECTION_SIZE) -> Tensor:
-    """A Gaussian at the image centre, sigma a quarter of the side, in [0, 1]."""
-    steps = (torch.arange(size) - (size - 1) / 2) / (size / 4)
-    return torch.exp(-0.5 * (steps[:, None] ** 2 + steps[None, :] ** 2))
 
 
 def matches(explained: Tensor, labels: Tensor, truth: dict[str, Tensor]) -> list[int | None]:
@@ -122,7 +116,9 @@ def main() -> int:
             levels.add(explanation.reference_level or "-")
         # Every method explains the same detections (the threshold is theirs alike).
         found = matches(explanation.boxes, explanation.labels, truth)
-        maps[CENTRE] = centre_map().expand(len(explanation.boxes), -1, -1)
+        maps[CENTRE] = centre_map((DETECTION_SIZE, DETECTION_SIZE)).expand(
+            len(explanation.boxes), -1, -1
+        )
         kept = [(truth_index, row) for truth_index, row in enumerate(found) if row is not None]
         missed += len(found) - len(kept)
         if not kept:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
-from common import machine, write_results
+from common import centre_map, machine, write_results
 from torch import Tensor, nn
 
 from reciprocam import ReciproCAMError
@@ -60,12 +60,6 @@ METHODS: dict[str, dict[str, object]] = {
 CENTRE = "centre"
 INFERENCES = 3  # plain inferences timed per image-class, beside the methods
 MARGIN = 0.1  # how far above the centre baseline ReciproCAM's pointing game must be
-
-
-def centre_map(size: int = SIZE) -> Tensor:
-    """A Gaussian at the image centre, sigma a quarter of the side, in [0, 1]."""
-    steps = (torch.arange(size) - (size - 1) / 2) / (size / 4)
-    return torch.exp(-0.5 * (steps[:, None] ** 2 + steps[None, :] ** 2))
 
 
 @dataclass(frozen=True)
@@ -139,7 +133,7 @@ class Run:
         self.seconds: dict[str, list[float]] = {name: [] for name in ["inference", *explainers]}
         self.layers: dict[str, str] = {}
         self.from_truth = 0
-        self.centre = centre_map()
+        self.centre = centre_map((SIZE, SIZE))
 
     def infer(self, x: Tensor) -> Tensor:
         with torch.inference_mode():

@@ -162,15 +162,21 @@ def ratio_rows(batch: int, seconds: dict[str, float]) -> list[dict[str, object]]
     ]
 
 
+def centre_map(shape: tuple[int, ...], device: torch.device | None = None) -> Tensor:
+    """The centre baseline's map of a grid of `shape` (an image's H x W, a clip's T x H x W):
+    a Gaussian at its centre, its sigma a quarter of each side, 1 at the peak."""
+    bump = torch.ones((), device=device)
+    for side in shape:
+        offsets = (torch.arange(side, device=device) - (side - 1) / 2) / (side / 4)
+        bump = bump[..., None] * torch.exp(-0.5 * offsets**2)
+    return bump
+
+
 class CentreGaussian(Explainer):
-    """A baseline map: a Gaussian at the centre of the input's grid (an image's H x W, a
-    clip's T x H x W), its sigma a quarter of each side."""
+    """The centre baseline as an explainer: `centre_map` of the input's grid, for any class."""
 
     def _explain(self, x: Tensor, target: Target) -> Evidence:
         with torch.inference_mode():
             logits = self.model(x)
-        bump = torch.ones((), device=x.device)
-        for side in x.shape[2:]:
-            offsets = (torch.arange(side, device=x.device) - (side - 1) / 2) / (side / 4)
-            bump = bump[..., None] * torch.exp(-0.5 * offsets**2)
+        bump = centre_map(tuple(x.shape[2:]), x.device)
         return Evidence(logits, target.bind(logits), bump.expand(x.shape[0], *bump.shape))
