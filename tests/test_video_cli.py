@@ -3,8 +3,6 @@ animations and montages are there, and every mistake is one line and writes noth
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import nibabel
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ import torchvision
 from PIL import Image
 from test_clips import write_video
 
-from reciprocam import ReciproCAM, synthetic
+from reciprocam import ReciproCAM
 from reciprocam.cli import main
 from reciprocam.clips import read_video
 from reciprocam.synthetic.video_models import ShapesVideoCNN, ShapesVolumeCNN, shapes_volume_model
@@ -127,10 +125,6 @@ def test_a_volume_gets_its_map_and_a_montage(files, tmp_path, capsys):
     assert "explained 2 files with reciprocam on layer 'layer3'" in out
 
 
-@pytest.mark.skipif(
-    not (Path(synthetic.__file__).parent / "checkpoints/shapes_volume.pt").is_file(),
-    reason="the trained Shapes volume CNN is not there (benchmarks/train_shapes_3d.py)",
-)
 def test_a_shapes_volume_on_the_shipped_model_is_normalised_as_in_training(tmp_path, capsys):
     # A ball, bright on dark: a volume in [0, 1] as the Shapes volumes are.
     volume = ((np.indices((32, 32, 32)) - 15.5) ** 2).sum(0) < 8**2
