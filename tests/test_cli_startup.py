@@ -104,6 +104,18 @@ def test_a_usage_error_exits_with_2_and_imports_no_torch(
             (),
         ),
         (["explain", "a.jpg", "--animation", "mp4"], "--animation applies to videos", ()),
+        (["explain", "a.mp4", "--image-size", "64"], "--image-size does not apply to videos", ()),
+        (
+            ["explain", "a.jpg", "--task", "detection", "--top", "3"],
+            "--top does not apply to --task detection",
+            (),
+        ),
+        (["explain", "a.jpg", "--threshold", "0.5"], "--threshold applies to --task detection", ()),
+        (
+            ["explain", "a.jpg", "--onnx", "m.onnx", "--model", "resnet18"],
+            "--model does not apply to --onnx",
+            (),
+        ),
         (  # the colormaps are matplotlib's: it loads, torch does not
             ["explain", "a.jpg", "--colormap", "nocolours"],
             "unknown matplotlib colormap 'nocolours'",

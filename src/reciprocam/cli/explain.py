@@ -182,8 +182,7 @@ def run(arguments: argparse.Namespace) -> int:
         )
         return 2
     clips = _explains_clips(sources)
-    if arguments.animation is not None and not clips:
-        raise OptionError("--animation applies to videos")
+    _refuse_what_does_not_apply(arguments, clips)
     announce(arguments, "loading torch and the model")
     # Imported here, after the parse and its checks: matplotlib takes a moment, and the
     # commands bring torch, which takes seconds.
@@ -200,6 +199,65 @@ def run(arguments: argparse.Namespace) -> int:
         writable_folder(arguments.output)
         return explain_detection.run(arguments, sources)
     return explain_images.run(arguments, sources)
+
+
+# The options each kind of run has no use for, as (flag, argparse dest).
+_NOT_FOR_CLIPS = (
+    ("--onnx", "onnx"),
+    ("--region", "region"),
+    ("--boxes", "boxes"),
+    ("--threshold", "threshold"),
+    ("--image-size", "image_size"),
+)
+_NOT_FOR_DETECTION = (
+    ("--onnx", "onnx"),
+    ("--class", "target_class"),
+    ("--region", "region"),
+    ("--top", "top"),
+    ("--score", "score"),
+    ("--image-size", "image_size"),
+)
+_ONLY_FOR_DETECTION = (("--boxes", "boxes"), ("--threshold", "threshold"))
+_NOT_FOR_ONNX = (
+    ("--model", "model"),
+    ("--weights", "weights"),
+    ("--checkpoint", "checkpoint"),
+    ("--target-layer", "target_layer"),
+    ("--score", "score"),
+    ("--mask", "mask"),
+    ("--batch-size", "batch_size"),
+    ("--image-size", "image_size"),
+)
+
+
+def _refuse_what_does_not_apply(arguments: argparse.Namespace, clips: bool) -> None:
+    """An OptionError for the first option given that the run's kind (videos and volumes,
+    detection, ONNX, photos) has no use for, before anything loads."""
+    if clips:
+        _refuse(arguments, _NOT_FOR_CLIPS, "{} does not apply to videos and volumes")
+        if arguments.task != "classification":
+            raise OptionError(f"--task {arguments.task} does not apply to videos and volumes")
+        return
+    if arguments.animation is not None:
+        raise OptionError("--animation applies to videos")
+    if arguments.task == "detection":
+        why = "{} does not apply to --task detection (give the boxes with --boxes FILE)"
+        _refuse(arguments, _NOT_FOR_DETECTION, why)
+        return
+    _refuse(arguments, _ONLY_FOR_DETECTION, "{} applies to --task detection")
+    if arguments.onnx is not None:
+        why = "{} does not apply to --onnx: the file holds the model and its explanation"
+        _refuse(arguments, _NOT_FOR_ONNX, why)
+        if arguments.method != "reciprocam":
+            raise OptionError(
+                "an ONNX file is explained by the method exported into it (reciprocam)"
+            )
+
+
+def _refuse(arguments: argparse.Namespace, options: Sequence[tuple[str, str]], why: str) -> None:
+    for flag, dest in options:
+        if getattr(arguments, dest) is not None:
+            raise OptionError(why.format(flag))
 
 
 def _explains_clips(sources: Sequence[Path]) -> bool:

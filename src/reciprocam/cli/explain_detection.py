@@ -17,7 +17,7 @@ import torchvision.transforms.functional as TF
 
 from ..detection.boxes import BoxSpec
 from ..detection.files import write_detection_files
-from ..errors import ImageError, InputError, OptionError, TargetError
+from ..errors import ImageError, InputError, TargetError
 from ..files import make_folder
 from ..images import find_images, load_image
 from ..photos import class_index
@@ -25,23 +25,9 @@ from ..registry import detection_explainer, mask_name
 from ..zoo.detectors import SHAPES_DETECTOR, load_detector
 from .common import device_from, note_if_random
 
-# Options of `reciprocam explain` that have no meaning for a detector, and why.
-_NOT_FOR_DETECTION = (
-    ("--onnx", "onnx"),
-    ("--class", "target_class"),
-    ("--region", "region"),
-    ("--top", "top"),
-    ("--score", "score"),
-    ("--image-size", "image_size"),
-)
-
 
 def run(arguments: argparse.Namespace, sources: Sequence[Path]) -> int:
-    for flag, name in _NOT_FOR_DETECTION:
-        if getattr(arguments, name) is not None:
-            raise OptionError(
-                f"{flag} does not apply to --task detection (give the boxes with --boxes FILE)"
-            )
+    """Explain the photos' detections (the options checked by `explain.run`)."""
     paths = find_images(sources)
     device = device_from(arguments)
     loaded = load_detector(

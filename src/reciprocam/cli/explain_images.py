@@ -30,11 +30,7 @@ from .common import (
 
 
 def run(arguments: argparse.Namespace, sources: Sequence[Path]) -> int:
-    for flag, value in (("--boxes", arguments.boxes), ("--threshold", arguments.threshold)):
-        if value is not None:
-            raise OptionError(f"{flag} applies to --task detection")
-    if arguments.onnx is not None:
-        _refuse_model_options(arguments)
+    """Explain the photos (the options checked by `explain.run`)."""
     paths = find_images(sources)
     writable_folder(arguments.output)  # before loading the model, so a bad --output fails fast
     device = device_from(arguments)
@@ -97,29 +93,6 @@ def _torch_explainer(
     note_if_random(loaded.name, loaded.pretrained)
     explainer = method_explainer(arguments, loaded.model.to(device))
     return explainer, loaded.preprocessing.at_size(arguments.image_size), loaded.categories
-
-
-def _refuse_model_options(arguments: argparse.Namespace) -> None:
-    given = [
-        flag
-        for flag, value in (
-            ("--model", arguments.model),
-            ("--weights", arguments.weights),
-            ("--checkpoint", arguments.checkpoint),
-            ("--target-layer", arguments.target_layer),
-            ("--score", arguments.score),
-            ("--mask", arguments.mask),
-            ("--batch-size", arguments.batch_size),
-            ("--image-size", arguments.image_size),
-        )
-        if value is not None
-    ]
-    if given:
-        raise OptionError(
-            f"{given[0]} does not apply to --onnx: the file holds the model and its explanation"
-        )
-    if arguments.method != "reciprocam":
-        raise OptionError("an ONNX file is explained by the method exported into it (reciprocam)")
 
 
 def _onnx_explainer(

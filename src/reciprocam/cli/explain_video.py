@@ -29,22 +29,9 @@ from .common import (
     note_if_random,
 )
 
-# Options of `reciprocam explain` that have no meaning for a video or volume.
-_NOT_FOR_CLIPS = (
-    ("--onnx", "onnx"),
-    ("--region", "region"),
-    ("--boxes", "boxes"),
-    ("--threshold", "threshold"),
-    ("--image-size", "image_size"),
-)
-
 
 def run(arguments: argparse.Namespace, sources: Sequence[Path]) -> int:
-    for flag, name in _NOT_FOR_CLIPS:
-        if getattr(arguments, name) is not None:
-            raise OptionError(f"{flag} does not apply to videos and volumes")
-    if arguments.task != "classification":
-        raise OptionError(f"--task {arguments.task} does not apply to videos and volumes")
+    """Explain the videos and volumes (the options checked by `explain.run`)."""
     if arguments.model is None:
         raise OptionError(
             "explaining a video or volume needs a --model: one of " + ", ".join(video_model_names())
