@@ -8,6 +8,7 @@ explicit cosine; the library batches copies and broadcasts masks. Both must agre
 from __future__ import annotations
 
 import math
+import re
 from collections import OrderedDict
 from fractions import Fraction
 
@@ -28,7 +29,7 @@ from reciprocam.detection import (
     DetReciproCAM,
 )
 from reciprocam.detection.explainer import reference_level
-from reciprocam.errors import InputError, LayerError, ModelError, TargetError
+from reciprocam.errors import InputError, LayerError, ModelError, NoDetectionError, TargetError
 from reciprocam.methods.eigen_cam import principal_projection
 from reciprocam.methods.rise import MaskDraws
 
@@ -272,6 +273,11 @@ def test_no_detection_is_a_one_line_error(detectors: dict[str, nn.Module], image
     ) as error:
         DetReciproCAM(detectors["fcos"], threshold=1.0).explain(image)
     assert "\n" not in str(error.value)
+    assert type(error.value) is NoDetectionError  # what the CLI and the app report per photo
+    assert re.fullmatch(
+        r"no detection scores >= 1.0 on this image \(the best scores 0\.\d+\)",
+        error.value.finding,
+    )
 
 
 @pytest.mark.parametrize(

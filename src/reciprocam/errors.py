@@ -19,6 +19,15 @@ class TargetError(ReciproCAMError, ValueError):
     """A requested class is out of range, or the targets do not match the batch."""
 
 
+class NoDetectionError(TargetError):
+    """No detection of an image scores the threshold: `finding` says so (and what the best
+    one scores), the message adds what to do."""
+
+    def __init__(self, finding: str, advice: str) -> None:
+        super().__init__(f"{finding}: {advice}")
+        self.finding = finding
+
+
 class OptionError(ReciproCAMError, ValueError):
     """An explainer option has a value it does not accept."""
 

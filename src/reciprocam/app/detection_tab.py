@@ -20,7 +20,7 @@ import torchvision.transforms.functional as TF
 
 from .._model import model_lock
 from ..detection.files import DetectionFiles, write_detection_files
-from ..errors import ReciproCAMError, TargetError
+from ..errors import NoDetectionError, ReciproCAMError
 from ..images import load_image
 from ..registry import detection_explainer, detection_methods
 from ..zoo.detectors import SHAPES_DETECTOR, LoadedDetector, detector_names, load_detector
@@ -190,9 +190,11 @@ def explain_request(
         result = detectors.explain(Path(path), name, method, float(threshold), output)
     except ReciproCAMError as error:
         shutil.rmtree(output, ignore_errors=True)
-        message = one_line(error, path)
-        if isinstance(error, TargetError):
-            message = f"{message.split(': lower')[0]}; lower the threshold"
+        message = (
+            f"{error.finding}; lower the threshold"
+            if isinstance(error, NoDetectionError)
+            else one_line(error, path)
+        )
         cleared = DetectionSession(None, count)
         return [cleared, None, [], "", None, f"Request {count}: {name}: {message}"]
     done = DetectionSession(output, count)

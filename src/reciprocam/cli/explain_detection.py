@@ -17,7 +17,7 @@ import torchvision.transforms.functional as TF
 
 from ..detection.boxes import BoxSpec
 from ..detection.files import write_detection_files
-from ..errors import ImageError, InputError, TargetError
+from ..errors import ImageError, InputError, NoDetectionError, TargetError
 from ..files import make_folder
 from ..images import find_images, load_image
 from ..photos import class_index
@@ -64,10 +64,8 @@ def run(arguments: argparse.Namespace, sources: Sequence[Path]) -> int:
             continue
         try:
             explanation = explainer.explain(TF.to_tensor(image).to(device), boxes)
-        except TargetError as error:
-            if boxes is not None:
-                raise
-            print(f"{path.name}: {str(error).split(': lower')[0]}; nothing written")
+        except NoDetectionError as error:
+            print(f"{path.name}: {error.finding}; nothing written")
             continue
         written += 1
         written_files = write_detection_files(

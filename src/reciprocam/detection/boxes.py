@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..errors import TargetError
+from ..errors import NoDetectionError, TargetError
 from .detectors import Candidates
 
 BoxSpec = Tensor | list[tuple[int, tuple[float, float, float, float]]] | None
@@ -100,9 +100,9 @@ def detected_targets(
     if labels.numel() == 0:
         best = float(detections["scores"].max()) if detections["scores"].numel() else None
         found = "no detection" if best is None else f"the best scores {best:.3f}"
-        raise TargetError(
-            f"no detection scores >= {threshold} on this image ({found}): lower threshold="
-            " (--threshold) or give the boxes to explain (boxes=, --boxes)"
+        raise NoDetectionError(
+            f"no detection scores >= {threshold} on this image ({found})",
+            "lower threshold= (--threshold) or give the boxes to explain (boxes=, --boxes)",
         )
     source = candidates.boxes_of(labels)[0]  # (N, T, 4)
     iou = pairwise_iou(source, boxes.to(source))
