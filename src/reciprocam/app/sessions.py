@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import gradio as gr
 
+from ..errors import first_line
 from ..photos import Prediction
 from .explore import TOP
 
@@ -29,8 +30,8 @@ def forget(state: WritesFiles) -> None:
 
 def one_line(error: Exception, path: str | Path | None = None) -> str:
     """The error's first line, naming an uploaded file by its name, not its temporary path."""
-    text = str(error) if path is None else str(error).replace(str(path), Path(path).name)
-    return (text.splitlines() or [type(error).__name__])[0]
+    text = first_line(error)
+    return text if path is None else text.replace(str(path), Path(path).name)
 
 
 def class_buttons(predictions: Sequence[Prediction] = ()) -> list[Any]:
