@@ -27,6 +27,12 @@ MAX_VIDEO_BYTES = 2**31
 rather than filling the memory."""
 
 
+def _check_file(path: Path) -> None:
+    """An InputError unless `path` is a file."""
+    if not path.is_file():
+        raise InputError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+
+
 def _import(module: str, extra: str) -> ModuleType:
     """An optional dependency, or a one-line error saying which extra installs it."""
     try:
@@ -45,8 +51,7 @@ def read_video(path: str | Path) -> tuple[np.ndarray, float]:
     """
     av = _import("av", "video")
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    _check_file(path)
     frames: list[np.ndarray] = []
     try:
         with av.open(str(path)) as container:
@@ -144,8 +149,7 @@ def read_volume(path: str | Path) -> np.ndarray:
     .nii / .nii.gz (nibabel, the `volume` extra) in its array's axis order, a 4-D one's last
     axis moved first as its channels (as MONAI's EnsureChannelFirst does)."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    _check_file(path)
     if path.suffix.lower() == ".npy":
         try:
             values: np.ndarray = np.load(path, allow_pickle=False)
